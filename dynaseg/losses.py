@@ -1,0 +1,42 @@
+"""The two terms of the DynaSeg loss (paper Eqs. 2–6), on a response map ``(B, q, H, W)``.
+
+Both are means, not the sums the paper writes: the reference implementations (Kim et al. 2020,
+DynaSeg's own scripts) use means, and the published μ and α values only make sense on that scale
+(method.md §1.4). The maps stay in the convolution's ``(B, q, H, W)`` layout: cross-entropy
+accepts it directly, so no permute copy is made.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def similarity_loss(response: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy of the response (as logits) against the arg-max labels, mean over pixels.
+
+    Args:
+        response: ``(B, q, H, W)`` response map r'.
+        target: ``(B, H, W)`` integer labels (the arg-max of r', treated as fixed).
+
+    >>> import torch
+    >>> r = torch.tensor([[[[0.0]], [[0.0]]]])  # two clusters, equal logits, one pixel
+    >>> round(float(similarity_loss(r, torch.zeros(1, 1, 1, dtype=torch.long))), 4)
+    0.6931
+    """
+    return F.cross_entropy(response, target)
+
+
+def continuity_loss(response: Tensor) -> Tensor:
+    """Mean |vertical difference| + mean |horizontal difference| of the response map.
+
+    Each mean runs over all its elements, channels included (Kim et al.'s ``L1Loss`` against zero).
+
+    >>> import torch
+    >>> r = torch.tensor([[[[0.0, 1.0], [2.0, 3.0]]]])  # vertical steps 2, horizontal steps 1
+    >>> float(continuity_loss(r))
+    3.0
+    """
+    vertical = (response[:, :, 1:, :] - response[:, :, :-1, :]).abs().mean()
+    horizontal = (response[:, :, :, 1:] - response[:, :, :, :-1]).abs().mean()
+    return vertical + horizontal

@@ -1,0 +1,117 @@
+import numpy as np
+import pytest
+import torch
+
+from dynaseg.backbones import CNNBackbone
+from dynaseg.engine import Segmenter, image_seed, relabel_by_size
+from dynaseg.stopping import SilhouetteStopping, ThresholdStopping
+from dynaseg.weighting import FixedWeighting, SCFWeighting
+from tests.synthetic import region_image
+
+
+def small_segmenter(**kwargs) -> Segmenter:
+    defaults = {"backbone": lambda: CNNBackbone(channels=16, n_components=2), "n_clusters": 16}
+    return Segmenter(**(defaults | kwargs))
+
+
+def best_iou_per_region(labels: np.ndarray, regions: np.ndarray) -> list[float]:
+    """For each true region, the best IoU of any predicted segment (written out by hand)."""
+    scores = []
+    for region in np.unique(regions):
+        truth = regions == region
+        scores.append(
+            max(
+                (truth & (labels == k)).sum() / (truth | (labels == k)).sum()
+                for k in np.unique(labels[truth])
+            )
+        )
+    return scores
+
+
+def test_three_flat_noisy_regions_are_found(three_regions):
+    image, regions = three_regions
+    result = Segmenter(max_iter=100).fit(image, seed=1)  # the paper's defaults, FSF α = 15
+    assert result.labels.shape == regions.shape
+    assert min(best_iou_per_region(result.labels, regions)) >= 0.9
+
+
+def test_same_seed_gives_identical_labels_and_history(three_regions):
+    image, _ = three_regions
+    first = small_segmenter(max_iter=15).fit(image, seed=3)
+    second = small_segmenter(max_iter=15).fit(image, seed=3)
+    assert np.array_equal(first.labels, second.labels)
+    assert first.history == second.history
+
+
+def test_fit_does_not_disturb_the_global_rng(three_regions):
+    image, _ = three_regions
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    small_segmenter(max_iter=2).fit(image, seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_threshold_stopping_fires_at_the_first_iteration_at_or_below_it(three_regions):
+    image, _ = three_regions
+    result = small_segmenter(max_iter=200, stopping=ThresholdStopping(6)).fit(image, seed=0)
+    q = result.history["q"]
+    assert result.stop_reason == "threshold"
+    assert q[-1] <= 6 and all(value > 6 for value in q[:-1])
+    assert result.iterations == len(q) - 1
+    assert result.n_clusters == q[-1]
+
+
+def test_silhouette_stopping_uses_the_estimate():
+    regions = np.zeros((40, 48), dtype=np.int64)
+    regions[:, 20:] = 1
+    regions[22:, 20:] = 2
+    image = region_image(regions, [(200, 40, 40), (40, 170, 60), (50, 60, 210)], 12.0)
+    stopping = SilhouetteStopping(k_min=2, k_max=8, n_samples=500)
+    # A strong continuity weight merges quickly, so the fit reaches opt_nC within a few updates.
+    segmenter = small_segmenter(max_iter=300, stopping=stopping, weighting=FixedWeighting(50.0))
+    result = segmenter.fit(image, seed=0)
+    assert result.opt_nc == result.threshold == 3
+    assert result.stop_reason == "threshold"
+    assert result.n_clusters <= 3 < result.history["q"][-2]
+
+
+def test_max_iter_bounds_the_updates_and_history_records_every_pass(three_regions):
+    image, _ = three_regions
+    result = small_segmenter(max_iter=4, stopping=ThresholdStopping(0)).fit(image, seed=0)
+    assert result.stop_reason == "max_iter" and result.iterations == 4
+    assert all(len(values) == 5 for values in result.history.values())
+    assert result.history["q"][0] == pytest.approx(16, abs=16)  # q' ≤ q at every pass
+    assert all(1 <= value <= 16 for value in result.history["q"])
+
+
+def test_history_mu_follows_the_weighting(three_regions):
+    image, _ = three_regions
+    result = small_segmenter(
+        max_iter=5, stopping=ThresholdStopping(0), weighting=SCFWeighting(50.0)
+    ).fit(image, seed=0)
+    for q, mu in zip(result.history["q"], result.history["mu"], strict=True):
+        assert mu == pytest.approx(50.0 / q)
+
+
+def test_non_finite_loss_is_reported_with_its_iteration(three_regions):
+    image, _ = three_regions
+    segmenter = small_segmenter(max_iter=3, weighting=FixedWeighting(float("inf")))
+    with pytest.raises(FloatingPointError, match="iteration 0"):
+        segmenter.fit(image, seed=0)
+
+
+def test_image_seed_depends_on_seed_and_id_only():
+    assert image_seed(0, "a") == image_seed(0, "a")
+    assert len({image_seed(0, "a"), image_seed(0, "b"), image_seed(1, "a")}) == 3
+
+
+def test_relabel_by_size_orders_segments_largest_first():
+    labels = np.array([[5, 5, 5, 1], [2, 2, 5, 1], [9, 2, 5, 5]])
+    relabelled = relabel_by_size(labels)
+    assert relabelled.tolist() == [[0, 0, 0, 2], [1, 1, 0, 2], [3, 1, 0, 0]]
+
+
+def test_invalid_settings_are_refused():
+    with pytest.raises(ValueError, match="max_iter"):
+        Segmenter(max_iter=0)

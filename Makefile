@@ -1,0 +1,43 @@
+# dynaseg — `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first, on its own: override for another build, e.g.
+#   make install TORCH_SPEC="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= demo_out
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev,wandb]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install dynaseg with its test tools
+
+demo: install ## segment the bundled BSDS500 samples into demo_out/
+	$(BIN)/dynaseg segment dynaseg/samples/BSDS500/images/val --out $(DEMO_OUT) \
+		--max-side 160 --max-iter 300
+	@echo "Outputs (labels, colour, overlay, JSON per image): $(abspath $(DEMO_OUT))/"
+
+test: install ## run the test suite
+	$(BIN)/python -m pytest -q
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check dynaseg tests experiments
+	$(BIN)/ruff format --check dynaseg tests experiments
+
+format: install ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix dynaseg tests experiments
+	$(BIN)/ruff format dynaseg tests experiments
+
+clean: ## remove the virtual environment and generated outputs
+	rm -rf $(VENV) $(DEMO_OUT) outputs multirun .pytest_cache .ruff_cache

@@ -23,10 +23,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed ## create .venv and install dynaseg with its test tools
 
-demo: install ## segment the bundled BSDS500 samples into demo_out/
-	$(BIN)/dynaseg segment dynaseg/samples/BSDS500/images/val --out $(DEMO_OUT) \
-		--max-side 160 --max-iter 300
-	@echo "Outputs (labels, colour, overlay, JSON per image): $(abspath $(DEMO_OUT))/"
+demo: install ## run DynaSeg FSF on the bundled BSDS500 samples, print the scores
+	$(BIN)/python -m dynaseg.run +experiment=sample_fsf_cnn hydra.run.dir=$(DEMO_OUT)
+	@echo "Run directory (predictions/, overlays/, per_image.csv, metrics.json): $(abspath $(DEMO_OUT))/"
 
 test: install ## run the test suite
 	$(BIN)/python -m pytest -q
@@ -40,4 +39,4 @@ format: install ## apply ruff's fixes and formatting
 	$(BIN)/ruff format dynaseg tests experiments
 
 clean: ## remove the virtual environment and generated outputs
-	rm -rf $(VENV) $(DEMO_OUT) outputs multirun .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) outputs multirun wandb .pytest_cache .ruff_cache

@@ -502,7 +502,10 @@ class DatasetHungarianIoU(_SumStateMetric):
         self._add_sum_state("confusion", (n_classes, n_clusters))
 
     def update(self, pred: ArrayLike, target: ArrayLike) -> None:
-        """Add predicted cluster ids and GT classes of the same shape (any shape)."""
+        """Add predicted cluster ids and GT classes with the same number of pixels (any shape).
+
+        A ``1 x H x W`` annotation stack, as the datasets yield it, pairs with an ``H x W`` pred.
+        """
         device = self.confusion.device
         pred_t = torch.as_tensor(pred, device=device).reshape(-1)
         target_t = torch.as_tensor(target, device=device).reshape(-1)
@@ -578,8 +581,13 @@ class ImageHungarianIoU(_SumStateMetric):
         return hist.reshape(self.n_classes, n_cols)
 
     def update(self, pred: ArrayLike, target: ArrayLike) -> None:
-        """Add one image (H x W) or a batch of images (B x H x W) of predicted ids and GT."""
+        """Add one image (H x W) or a batch of images (B x H x W) of predicted ids and GT.
+
+        A ``1 x H x W`` annotation stack, as the datasets yield it, pairs with an ``H x W`` pred.
+        """
         pred_np, target_np = _to_numpy(pred), _to_numpy(target)
+        if target_np.ndim == pred_np.ndim + 1 and target_np.shape[0] == 1:
+            target_np = target_np[0]
         _check_labels(pred_np, "pred", ndim=None)
         _check_labels(target_np, "target", ndim=None)
         if pred_np.shape != target_np.shape or pred_np.ndim not in (2, 3):

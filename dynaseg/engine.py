@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from dynaseg.backbones import CNNBackbone
+from dynaseg.images import image_to_tensor
 from dynaseg.losses import continuity_loss, similarity_loss
 from dynaseg.model import SegmentationNet
 from dynaseg.stopping import SilhouetteStopping, ThresholdStopping
@@ -97,10 +98,8 @@ class SegmentationResult:
 
 
 def to_tensor(image: np.ndarray | Tensor) -> Tensor:
-    """``(H, W, 3)`` uint8 RGB → ``(3, H, W)`` float in [0, 1]; a float tensor passes through."""
-    if isinstance(image, Tensor):
-        return image.float()
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    """``(H, W, 3)`` uint8 RGB → ``(3, H, W)`` float in [0, 1]; a tensor passes through as float."""
+    return image.float() if isinstance(image, Tensor) else image_to_tensor(image)
 
 
 class Segmenter:
@@ -176,7 +175,7 @@ class Segmenter:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         net = self.build_network(seed)
-        optimizer = self.optimizer(net.parameters())
+        optimizer = self.optimizer(net.parameter_groups())
         history = torch.zeros(self.max_iter + 1, len(HISTORY_KEYS), device=self.device)
 
         threshold, opt_nc = None, None

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
@@ -61,12 +62,18 @@ def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image, dtype=np.uint8)
 
 
-def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read an image file as an upright RGB ``uint8`` array of shape ``(H, W, 3)``.
+def load_image(
+    path: str | os.PathLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif_transpose: bool = True,
+) -> np.ndarray:
+    """Read an image file as an RGB ``uint8`` array of shape ``(H, W, 3)``.
 
     Args:
         path: the file.
         max_pixels: refuse larger images before decoding them (``None``: no limit).
+        exif_transpose: turn the image upright as its EXIF orientation says. Annotated datasets
+            switch this off: their label maps are drawn on the stored pixel grid.
 
     Raises:
         ImageReadError: the file is missing, empty, not an image, truncated, too large or
@@ -89,7 +96,8 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIX
                         f"{max_pixels:,}; downscale it (max_side) or raise the pixel limit",
                     )
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                if exif_transpose:
+                    image = ImageOps.exif_transpose(image)
                 rgb = _pil_to_rgb(image)
     except ImageReadError:
         raise
@@ -114,6 +122,17 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     rows = ((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.int64).clip(0, height - 1)
     cols = ((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.int64).clip(0, width - 1)
     return labels[np.ix_(rows, cols)]
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """An ``(H, W, 3)`` uint8 RGB array as a float32 ``(3, H, W)`` tensor in [0, 1].
+
+    >>> image_to_tensor(np.full((2, 3, 3), 255, np.uint8)).shape
+    torch.Size([3, 2, 3])
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an H×W×3 uint8 image, got {image.shape} {image.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def is_image_file(path: Path) -> bool:

@@ -7,6 +7,8 @@ BatchNorm always uses this image's own statistics (the module is never switched 
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
 
@@ -26,6 +28,15 @@ class SegmentationNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.classifier = Classifier(backbone.out_channels, n_clusters)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups: the backbone's own, if it defines them (a pretrained
+        encoder may want its own learning rate), then the classifier's."""
+        if hasattr(self.backbone, "parameter_groups"):
+            groups = list(self.backbone.parameter_groups())
+        else:
+            groups = [{"params": list(self.backbone.parameters())}]
+        return [*groups, {"params": list(self.classifier.parameters())}]
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         features = self.backbone(image)

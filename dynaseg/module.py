@@ -28,7 +28,7 @@ from dynaseg.images import resize_labels
 from dynaseg.outputs import atomic_write, label_image, overlay, save_json, save_png
 
 log = logging.getLogger(__name__)
-RECORD_FIELDS = ["id", "n_clusters", "iterations", "stop_reason", "opt_nc", "seconds"]
+RECORD_FIELDS = ["id", "n_clusters", "iterations", "stop_reason", "threshold", "opt_nc", "seconds"]
 
 
 def local_copy(metric: Metric) -> Metric:
@@ -72,6 +72,8 @@ class DynaSegModule(LightningModule):
         seed: global seed; each image's fit is seeded from (seed, image id).
         output_dir: the run directory (predictions/, overlays/, per_image.csv, metrics.json).
         save_overlays: overlays written (and logged) for the first N images of each rank.
+        run_name: names the run's row in the W&B summary table (one row per run, so that the
+            runs of a sweep line up as the paper's ablation tables).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class DynaSegModule(LightningModule):
         seed: int,
         output_dir: str | Path,
         save_overlays: int = 4,
+        run_name: str = "run",
     ) -> None:
         super().__init__()
         self.segmenter = segmenter
@@ -88,6 +91,7 @@ class DynaSegModule(LightningModule):
         self.seed = seed
         self.output_dir = Path(output_dir)
         self.save_overlays = save_overlays
+        self.run_name = run_name
         self.records: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
         self.curves: dict[str, dict[str, list[float]]] = {}
@@ -162,6 +166,9 @@ class DynaSegModule(LightningModule):
         for logger in self.loggers:
             logger.log_metrics({f"test/{key}": value for key, value in scores.items()})
             if isinstance(logger, WandbLogger):
+                logger.log_table(
+                    "summary", columns=["run", *scores], data=[[self.run_name, *scores.values()]]
+                )
                 columns = sorted({key for row in records for key in row})
                 logger.log_table(
                     "per_image",

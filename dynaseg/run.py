@@ -35,7 +35,12 @@ def run(config: DictConfig) -> dict[str, float]:
     logger = instantiate(config.logger)
     trainer = instantiate(config.trainer, logger=logger)
     module = DynaSegModule(
-        segmenter, metrics, config.seed, output_dir, save_overlays=config.save_overlays
+        segmenter,
+        metrics,
+        config.seed,
+        output_dir,
+        save_overlays=config.save_overlays,
+        run_name=config.run_name,
     )
     if trainer.is_global_zero:
         text = OmegaConf.to_yaml(config, resolve=True)

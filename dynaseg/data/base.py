@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dynaseg.images import load_image
+from dynaseg.images import image_to_tensor, load_image
 
 __all__ = [
     "DatasetError",
@@ -108,17 +108,6 @@ def resize_array(array: np.ndarray, size: tuple[int, int], resample: int) -> np.
     return np.asarray(Image.fromarray(array).resize((w, h), resample=resample))
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """Turn an H×W×3 uint8 array into a float32 3×H×W tensor in [0, 1].
-
-    >>> image_to_tensor(np.full((2, 3, 3), 255, np.uint8)).shape
-    torch.Size([3, 2, 3])
-    """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an H×W×3 uint8 image, got {image.shape} {image.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
-
-
 def gt_to_tensor(annotations: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
     """Stack K label maps of shape `size` into an int64 K×H×W tensor (K = 0 allowed)."""
     if not annotations:
@@ -127,40 +116,12 @@ def gt_to_tensor(annotations: Sequence[np.ndarray], size: tuple[int, int]) -> to
 
 
 def read_image(path: Path, raw_orientation: bool = False) -> np.ndarray:
-    """Read an image as H×W×3 uint8 RGB via `dynaseg.images.load_image`.
+    """Read an image as H×W×3 uint8 RGB; ``raw_orientation`` keeps the stored pixel grid.
 
-    Args:
-        path: The image file.
-        raw_orientation: Undo the EXIF rotation that `load_image` applies. Annotated datasets
-            need this: their label maps are drawn on the stored pixel grid, and the reference
-            loaders (PiCIE's `Image.open(...).convert("RGB")`) never rotate.
+    Annotated datasets need the raw grid: their label maps are drawn on it, and the reference
+    loaders (PiCIE's ``Image.open(...).convert("RGB")``) never apply the EXIF rotation.
     """
-    image = load_image(path)
-    if raw_orientation:
-        image = _undo_exif_orientation(image, _exif_orientation(path))
-    return image
-
-
-def _exif_orientation(path: Path) -> int:
-    try:
-        with Image.open(path) as im:
-            return int(im.getexif().get(0x0112, 1))
-    except (OSError, ValueError, TypeError):
-        return 1
-
-
-def _undo_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Invert what `PIL.ImageOps.exif_transpose` did for this EXIF orientation value."""
-    undo = {
-        2: np.fliplr,
-        3: lambda a: np.rot90(a, 2),
-        4: np.flipud,
-        5: lambda a: np.swapaxes(a, 0, 1),
-        6: lambda a: np.rot90(a, 1),
-        7: lambda a: np.swapaxes(np.rot90(a, 2), 0, 1),
-        8: lambda a: np.rot90(a, -1),
-    }.get(orientation)
-    return image if undo is None else np.ascontiguousarray(undo(image))
+    return load_image(path, exif_transpose=not raw_orientation)
 
 
 def read_label_png(path: Path) -> np.ndarray:

@@ -8,6 +8,7 @@ guards against the fit collapsing to one or two clusters on images with more str
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -24,7 +25,9 @@ class ThresholdStopping:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
         self.threshold = threshold
 
-    def resolve(self, image: Tensor, features: Tensor, seed: int) -> tuple[int, int | None]:
+    def resolve(
+        self, image: Tensor, features: Callable[[], Tensor], seed: int
+    ) -> tuple[int, int | None]:
         """Return the threshold and no estimate (the threshold does not depend on the image)."""
         return self.threshold, None
 
@@ -64,15 +67,22 @@ class SilhouetteStopping:
         self.features = features
         self.n_iter = n_iter
 
-    def resolve(self, image: Tensor, features: Tensor, seed: int) -> tuple[int, int | None]:
+    def resolve(
+        self, image: Tensor, features: Callable[[], Tensor], seed: int
+    ) -> tuple[int, int | None]:
         """Estimate opt_nC on this image; it is both the threshold and the reported estimate.
 
         Args:
             image: ``(3, H, W)`` input image.
-            features: ``(p, H, W)`` features of the freshly initialised network.
+            features: computes the ``(p, H, W)`` features of the freshly initialised network
+                (called only when they are clustered).
             seed: seeds the pixel subsample and k-means.
         """
-        source = image if self.features == "color" else features
+        if self.features == "color":
+            source = image
+        else:
+            with torch.no_grad():
+                source = features()
         opt_nc = estimate_n_clusters(
             source.detach().flatten(1).T, self.k_min, self.k_max, self.n_samples, seed, self.n_iter
         )

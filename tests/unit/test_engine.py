@@ -115,3 +115,25 @@ def test_relabel_by_size_orders_segments_largest_first():
 def test_invalid_settings_are_refused():
     with pytest.raises(ValueError, match="max_iter"):
         Segmenter(max_iter=0)
+
+
+@pytest.mark.parametrize("sync_every", [3, 7])
+def test_reading_q_in_bursts_returns_the_exact_stopping_iteration(three_regions, sync_every):
+    image, _ = three_regions
+    kwargs = {"max_iter": 40, "stopping": ThresholdStopping(6)}
+    every_time = small_segmenter(**kwargs).fit(image, seed=0)
+    bursts = small_segmenter(**kwargs, sync_every=sync_every).fit(image, seed=0)
+    assert every_time.stop_reason == bursts.stop_reason == "threshold"
+    assert bursts.iterations == every_time.iterations
+    assert bursts.history == every_time.history
+    assert np.array_equal(bursts.labels, every_time.labels)
+
+
+@pytest.mark.slow
+def test_compiled_iterations_compute_the_same_labels(three_regions):
+    image, _ = three_regions
+    kwargs = {"max_iter": 3, "stopping": ThresholdStopping(0)}
+    compiled = small_segmenter(**kwargs, compile=True).fit(image, seed=2)
+    eager = small_segmenter(**kwargs).fit(image, seed=2)
+    assert (compiled.labels == eager.labels).mean() > 0.999
+    np.testing.assert_allclose(compiled.history["loss_sim"], eager.history["loss_sim"], rtol=1e-4)

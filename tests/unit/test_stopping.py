@@ -18,7 +18,7 @@ def four_colour_image() -> np.ndarray:
 
 def test_silhouette_phase_picks_four_on_four_separated_colour_regions():
     image = to_tensor(four_colour_image())
-    threshold, opt_nc = SilhouetteStopping().resolve(image, torch.empty(0), seed=0)
+    threshold, opt_nc = SilhouetteStopping().resolve(image, lambda: torch.empty(0), seed=0)
     assert threshold == opt_nc == 4
 
 
@@ -34,7 +34,7 @@ def test_silhouette_can_use_network_features():
     features[0, 10:, :] += 9.0
     features += 0.05 * torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
     stopping = SilhouetteStopping(k_min=2, k_max=6, features="network")
-    assert stopping.resolve(torch.zeros(3, 20, 20), features, seed=0) == (4, 4)
+    assert stopping.resolve(torch.zeros(3, 20, 20), lambda: features, seed=0) == (4, 4)
 
 
 def test_flat_image_cannot_exceed_its_distinct_colours():
@@ -44,7 +44,10 @@ def test_flat_image_cannot_exceed_its_distinct_colours():
 
 
 def test_fixed_threshold_ignores_the_image():
-    assert ThresholdStopping(5).resolve(torch.rand(3, 8, 8), torch.rand(4, 8, 8), 0) == (5, None)
+    assert ThresholdStopping(5).resolve(torch.rand(3, 8, 8), lambda: torch.rand(4, 8, 8), 0) == (
+        5,
+        None,
+    )
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,8 @@ class BatchedSegmenter:
     def fit(
         self, images: Sequence[np.ndarray | Tensor], seeds: Sequence[int]
     ) -> list[SegmentationResult | FloatingPointError]:
-        """Fit one fresh network per image, all together.
+        """Fit one fresh network per image, all together (a single image takes the one-image
+        loop, which is exact and has nothing to batch).
 
         Returns:
             One result per image, in order; an image whose loss became non-finite gets the
@@ -53,6 +54,11 @@ class BatchedSegmenter:
         seg = self.segmenter
         if len(images) != len(seeds) or not images:
             raise ValueError(f"need one seed per image, got {len(images)} and {len(seeds)}")
+        if len(images) == 1:
+            try:
+                return [seg.fit(images[0], seeds[0])]
+            except FloatingPointError as error:
+                return [error]
         start = time.perf_counter()
         tensors = [to_tensor(image) for image in images]
         if len({tuple(x.shape) for x in tensors}) != 1:

@@ -13,18 +13,20 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from dynaseg.batched import BatchedSegmenter
 from dynaseg.config import compose_config, options
 from dynaseg.data.base import resize_long_side
-from dynaseg.engine import Segmenter, image_seed
+from dynaseg.engine import SegmentationResult, Segmenter, image_seed
 from dynaseg.images import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
@@ -57,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs"
     )
+    seg.add_argument(
+        "--batch-size", type=int, default=1, help="fit up to N same-size images together"
+    )
+    seg.add_argument("--compile", action="store_true", help="fuse each iteration (torch.compile)")
     seg.add_argument("--resume", action="store_true", help="skip images whose outputs exist")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -80,6 +86,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
             overrides.append(f"{key}={getattr(args, option)}")
     if args.threshold is not None:
         overrides.append(f"stopping.threshold={args.threshold}")
+    if args.compile:
+        overrides.append("segmenter.compile=true")
     return overrides
 
 
@@ -93,6 +101,8 @@ def check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             parser.error(f"--{option} does not apply to --{group} {choice} (it takes {accepted})")
     if args.max_iter < 1:
         parser.error(f"--max-iter must be >= 1, got {args.max_iter}")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.max_side is not None and args.max_side < 2:
         parser.error(f"--max-side must be >= 2, got {args.max_side}")
 
@@ -107,40 +117,98 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return stems
 
 
-def segment_one(
-    segmenter: Segmenter,
-    path: Path,
-    stem: str,
-    out: Path,
-    args: argparse.Namespace,
-    settings: dict[str, Any],
-    quiet: bool,
-) -> dict[str, Any]:
-    """Segment one file and write its outputs; returns the JSON record."""
-    image = load_image(path, args.max_pixels)
-    work = resize_long_side(image, args.max_side)
-    seed = image_seed(args.seed, stem)
-    with tqdm(total=segmenter.max_iter + 1, desc=stem, leave=False, disable=quiet) as bar:
+@dataclass
+class Job:
+    """One input on its way through the fit: the original image and the one the fit sees."""
 
-        def progress(iteration: int, q: int, mu: float) -> None:
-            bar.update(1)
-            bar.set_postfix(q=q, mu=f"{mu:.3g}", refresh=False)
+    path: Path
+    stem: str
+    image: np.ndarray
+    work: np.ndarray
 
-        result = segmenter.fit(work, seed=seed, on_iteration=progress)
-    labels = result.labels
-    if labels.shape != image.shape[:2]:
-        labels = resize_labels(labels, image.shape[:2])
-    record = {
-        "input": str(path),
-        "size": list(image.shape[:2]),
-        "processed_size": list(work.shape[:2]),
-        **result.summary(),
-        "image_seed": seed,
-        "settings": settings,
-        "history": result.history,
-    }
-    write_outputs(out, stem, image, labels, record)
-    return record
+
+class Session:
+    """One ``dynaseg segment`` call: fits jobs (alone, or batched by size) and writes outputs."""
+
+    def __init__(self, segmenter: Segmenter, args: argparse.Namespace, settings: dict) -> None:
+        self.segmenter = segmenter
+        self.batched = BatchedSegmenter(segmenter) if args.batch_size > 1 else None
+        self.args = args
+        self.settings = settings
+        self.pending: dict[tuple[int, ...], list[Job]] = {}
+        self.failures: list[str] = []
+        self.done = 0
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+        log.error("%s", message)
+
+    def submit(self, job: Job) -> None:
+        """Fit now, or once ``--batch-size`` images of this size are waiting."""
+        if self.batched is None:
+            self.run([job])
+            return
+        group = self.pending.setdefault(job.work.shape, [])
+        group.append(job)
+        if len(group) == self.args.batch_size:
+            self.run(self.pending.pop(job.work.shape))
+
+    def flush(self) -> None:
+        """Fit the incomplete batches left at the end."""
+        for shape in list(self.pending):
+            self.run(self.pending.pop(shape))
+
+    def run(self, jobs: list[Job]) -> None:
+        seeds = [image_seed(self.args.seed, job.stem) for job in jobs]
+        try:
+            if self.batched is None:
+                results = [self.fit_with_progress(jobs[0], seeds[0])]
+            else:
+                results = self.batched.fit([job.work for job in jobs], seeds)
+        except (FloatingPointError, RuntimeError, ValueError) as error:
+            results = [error] * len(jobs)
+        for job, seed, result in zip(jobs, seeds, results, strict=True):
+            if isinstance(result, Exception):
+                self.fail(f"{job.path}: {type(result).__name__}: {result}")
+                continue
+            try:
+                self.write(job, seed, result)
+            except OSError as error:
+                self.fail(f"{job.path}: cannot write the outputs ({error})")
+
+    def fit_with_progress(self, job: Job, seed: int) -> SegmentationResult:
+        total = self.segmenter.max_iter + 1
+        with tqdm(total=total, desc=job.stem, leave=False, disable=self.args.quiet) as bar:
+
+            def progress(iteration: int, q: int, mu: float) -> None:
+                bar.update(1)
+                bar.set_postfix(q=q, mu=f"{mu:.3g}", refresh=False)
+
+            return self.segmenter.fit(job.work, seed=seed, on_iteration=progress)
+
+    def write(self, job: Job, seed: int, result: SegmentationResult) -> None:
+        labels = result.labels
+        if labels.shape != job.image.shape[:2]:
+            labels = resize_labels(labels, job.image.shape[:2])
+        record = {
+            "input": str(job.path),
+            "size": list(job.image.shape[:2]),
+            "processed_size": list(job.work.shape[:2]),
+            **result.summary(),
+            "image_seed": seed,
+            "settings": self.settings,
+            "history": result.history,
+        }
+        write_outputs(self.args.out, job.stem, job.image, labels, record)
+        self.done += 1
+        log.info(
+            "%s: %d clusters after %d iterations (%s) in %.1f s",
+            job.path,
+            record["n_clusters"],
+            record["iterations"],
+            record["stop_reason"],
+            record["seconds"],
+        )
 
 
 def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -150,45 +218,34 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     segmenter: Segmenter = instantiate(config.segmenter)
     settings = OmegaConf.to_container(config, resolve=True)
     settings.pop("segmenter")
-    settings["max_side"] = args.max_side
+    settings.update(max_side=args.max_side, compile=args.compile, batch_size=args.batch_size)
 
-    paths, failures = collect_inputs(args.paths)
-    for message in failures:
-        log.error(message)
-    done = skipped = 0
+    paths, unmatched = collect_inputs(args.paths)
+    session = Session(segmenter, args, settings)
+    for message in unmatched:
+        session.fail(message)
+    skipped = 0
     start = time.perf_counter()
     with logging_redirect_tqdm():
-        for path, stem in tqdm(
-            list(zip(paths, unique_stems(paths), strict=True)), desc="images", disable=args.quiet
-        ):
+        jobs = list(zip(paths, unique_stems(paths), strict=True))
+        for path, stem in tqdm(jobs, desc="images", disable=args.quiet):
             if args.resume and all(p.is_file() for p in output_paths(args.out, stem)):
                 skipped += 1
                 continue
             try:
-                record = segment_one(segmenter, path, stem, args.out, args, settings, args.quiet)
+                image = load_image(path, args.max_pixels)
             except ImageReadError as error:
-                failures.append(str(error))
-                log.error("%s", error)
+                session.fail(str(error))
                 continue
-            except (FloatingPointError, RuntimeError, ValueError, OSError) as error:
-                failures.append(f"{path}: {type(error).__name__}: {error}")
-                log.error("%s", failures[-1])
-                continue
-            done += 1
-            log.info(
-                "%s: %d clusters after %d iterations (%s) in %.1f s",
-                path,
-                record["n_clusters"],
-                record["iterations"],
-                record["stop_reason"],
-                record["seconds"],
-            )
+            session.submit(Job(path, stem, image, resize_long_side(image, args.max_side)))
+        session.flush()
     seconds = time.perf_counter() - start
-    summary = f"Segmented {done} image(s) into {args.out}/ in {seconds:.1f} s"
+    summary = f"Segmented {session.done} image(s) into {args.out}/ in {seconds:.1f} s"
     if skipped:
         summary += f"; skipped {skipped} already done (--resume)"
     log.info(summary)
-    if failures:
+    if session.failures:
+        failures = session.failures
         log.error("%d input(s) failed:\n  %s", len(failures), "\n  ".join(failures))
         return 1
     return 0

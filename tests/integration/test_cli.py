@@ -115,3 +115,16 @@ def test_module_entry_point_runs_in_a_subprocess(inputs, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "Segmented 1 image(s)" in completed.stderr
     assert (out / "good_labels.png").is_file()
+
+
+def test_batched_images_match_the_one_at_a_time_outputs(inputs, tmp_path):
+    for name in ("a", "b", "c"):
+        (inputs / f"{name}.png").write_bytes((inputs / "good.png").read_bytes())
+    files = [str(inputs / f"{name}.png") for name in ("a", "b", "c")] + [str(inputs / "tall.jpg")]
+    one, many = tmp_path / "one", tmp_path / "many"
+    assert main(["segment", *files, "--out", str(one), *FAST]) == 0
+    assert main(["segment", *files, "--out", str(many), "--batch-size", "2", *FAST]) == 0
+    for stem in ("a", "b", "c", "tall"):
+        first = np.asarray(Image.open(one / f"{stem}_labels.png"))
+        second = np.asarray(Image.open(many / f"{stem}_labels.png"))
+        assert np.array_equal(first, second), (stem, (first == second).mean())

@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo_out
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint format clean
+.PHONY: help install demo test bench lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ demo: install ## run DynaSeg FSF on the bundled BSDS500 samples, print the score
 
 test: install ## run the test suite
 	$(BIN)/python -m pytest -q
+
+bench: install ## speed benchmark against the published loop (CPU, a few minutes)
+	$(BIN)/python experiments/bench_speed.py --compile
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check dynaseg tests experiments

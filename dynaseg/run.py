@@ -1,39 +1,61 @@
 """``python -m dynaseg.run +experiment=NAME [overrides]``: segment a dataset and score it.
 
-Hydra composes ``conf/run.yaml`` (method, dataset, metric, logger, trainer); everything is built
-with ``hydra.utils.instantiate`` before any compute, so a config error costs no time. Each run
-directory gets ``config.yaml`` (resolved), ``predictions/<id>.png``, ``overlays/``,
-``per_image.csv``, ``failures.csv`` and ``metrics.json``.
+Hydra composes ``conf/run.yaml`` (method, dataset, metric, logger, trainer). The config is checked
+(:mod:`dynaseg.validation`) and everything is built with ``hydra.utils.instantiate`` before any
+compute, so a config error costs no time and reads as one line (exit status 2). Each run
+directory gets ``config.yaml`` (resolved), ``predictions/<id>.png``, ``records/<id>.json``,
+``overlays/``, ``per_image.csv``, ``failures.csv`` and ``metrics.json``.
+
+A killed run is finished with ``resume=true hydra.run.dir=<its directory>``: images whose record
+exists are read back, the others are segmented, and the scores equal an uninterrupted run's. An
+image that cannot be used (unreadable, too large, non-finite loss, …) is listed in failures.csv
+and the run goes on; ``strict=true`` stops at the first one instead (exit status 1).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
-from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dynaseg.config import config_dir, register_resolvers
 from dynaseg.data.datamodule import SegmentationDataModule
-from dynaseg.module import DynaSegModule
+from dynaseg.module import DynaSegModule, ImageFailure
 from dynaseg.outputs import atomic_write
+from dynaseg.validation import ConfigError, build, check_config, check_run_dir
 
 log = logging.getLogger("dynaseg.run")
 register_resolvers()
+RUN_FOLDERS = ("predictions", "records", "overlays")
+
+
+def remove_temporaries(output_dir: Path) -> None:
+    """Delete the temporary files a killed run left behind (never a file under a final name)."""
+    for folder in (output_dir, *(output_dir / name for name in RUN_FOLDERS)):
+        for path in folder.glob(".*.tmp"):
+            path.unlink(missing_ok=True)
 
 
 def run(config: DictConfig) -> dict[str, float]:
-    """Build every part from the config, segment and score the dataset, return the scores."""
+    """Build every part from the config, segment and score the dataset, return the scores.
+
+    Raises:
+        ConfigError: a config mistake, found before any compute.
+        ImageFailure: an image failed and ``strict`` is set.
+    """
+    check_config(config)
     output_dir = Path(config.paths.output_dir)
-    segmenter = instantiate(config.segmenter)
-    dataset = instantiate(config.dataset)
-    metrics = {name: instantiate(node) for name, node in config.metric.items()}
-    logger = instantiate(config.logger)
-    trainer = instantiate(config.trainer, logger=logger)
+    check_run_dir(config, output_dir)
+    segmenter = build(config, "segmenter")
+    dataset = build(config, "dataset")
+    metrics = {name: build(config, f"metric.{name}") for name in config.metric}
+    logger = build(config, "logger")
+    trainer = build(config, "trainer", logger=logger)
     module = DynaSegModule(
         segmenter,
         metrics,
@@ -41,14 +63,18 @@ def run(config: DictConfig) -> dict[str, float]:
         output_dir,
         save_overlays=config.save_overlays,
         run_name=config.run_name,
+        resume=config.resume,
+        strict=config.strict,
     )
     if trainer.is_global_zero:
+        remove_temporaries(output_dir)
         text = OmegaConf.to_yaml(config, resolve=True)
         atomic_write(output_dir / "config.yaml", lambda handle: handle.write(text.encode()))
         logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))
     log.info("%s: %d images → %s", config.run_name, len(dataset), output_dir)
+    datamodule = SegmentationDataModule(dataset, config.num_workers, config.max_pixels)
     try:
-        trainer.test(module, datamodule=SegmentationDataModule(dataset, config.num_workers))
+        trainer.test(module, datamodule=datamodule)
     finally:
         if isinstance(logger, WandbLogger):
             import wandb
@@ -62,7 +88,14 @@ def run(config: DictConfig) -> dict[str, float]:
 @hydra.main(config_path=str(config_dir()), config_name="run", version_base="1.3")
 def main(config: DictConfig) -> float | None:
     """Hydra entry point; returns the first score so that sweepers can optimise it."""
-    scores = run(config)
+    try:
+        scores = run(config)
+    except ConfigError as error:
+        log.error("config error: %s", error)
+        sys.exit(2)
+    except ImageFailure as error:
+        log.error("stopped at the first failed image (strict=true): %s", error)
+        sys.exit(1)
     first = next((value for key, value in scores.items() if "/" in key), None)
     return first
 

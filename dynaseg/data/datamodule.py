@@ -1,13 +1,18 @@
 """The Lightning side of the datasets: one image per step, sharded across processes without
-padding, and unreadable items turned into failure records instead of crashing the run."""
+padding, and unreadable or oversized items turned into failure records instead of crashing the
+run."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from dynaseg.data.base import DatasetError
+from dynaseg.images import ImageReadError
 
 
 class ShardSampler(Sampler[int]):
@@ -30,24 +35,48 @@ class ShardSampler(Sampler[int]):
 
 
 class SafeDataset(Dataset):
-    """Wraps a dataset so that an item that cannot be read yields ``{"id", "error"}``.
+    """Wraps a dataset so that an item that cannot be used yields ``{"id", "error"}``.
 
-    The message of the datasets' and image reader's exceptions starts with the file path, so the
-    failure record names the file and the cause.
+    The error is one line naming the file and the cause: the datasets' and the image reader's
+    messages already start with the file path. An image is also refused when the model input
+    (after ``max_side``) has more than ``max_pixels`` pixels: the fit keeps hundreds of float
+    activations and gradients per pixel, so such an image would exhaust memory mid-run. Decoding
+    itself is bounded earlier by the image reader (``dynaseg.images.DEFAULT_MAX_PIXELS``,
+    checked on the header, before any pixel is decoded: decompression bombs).
+
+    Args:
+        dataset: any dataset of the framework (it has ``ids``).
+        max_pixels: most pixels a fit may process; ``None``: no limit.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: Dataset, max_pixels: int | None = None) -> None:
         self.dataset = dataset
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        item_id = self.dataset.ids[index] if hasattr(self.dataset, "ids") else str(index)
         try:
-            return self.dataset[index]
+            sample = self.dataset[index]
+        except (ImageReadError, DatasetError) as error:  # the message starts with the path
+            return {"id": item_id, "error": str(error)}
         except Exception as error:  # noqa: BLE001 - any bad item must not end the run
-            item_id = self.dataset.ids[index] if hasattr(self.dataset, "ids") else str(index)
-            return {"id": item_id, "error": f"{type(error).__name__}: {error}"}
+            return {"id": item_id, "error": f"{item_id}: {type(error).__name__}: {error}"}
+        height, width = sample["image"].shape[-2:]
+        if self.max_pixels is not None and height * width > self.max_pixels:
+            return {
+                "id": item_id,
+                "error": (
+                    f"{sample['path']}: the model input is {width}x{height} = "
+                    f"{height * width:,} pixels, above max_pixels={self.max_pixels:,}, so its "
+                    "fit would exhaust memory; downscale it with "
+                    f"dataset.max_side={math.isqrt(self.max_pixels)} (or less), or raise "
+                    "max_pixels"
+                ),
+            }
+        return sample
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -56,19 +85,23 @@ class SegmentationDataModule(LightningDataModule):
     Args:
         dataset: a dataset returning ``dynaseg.data.Sample`` dicts (built from ``conf/dataset``).
         num_workers: DataLoader workers decoding images while the fits run.
+        max_pixels: most pixels one fit may process (see :class:`SafeDataset`).
     """
 
-    def __init__(self, dataset: Dataset, num_workers: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, num_workers: int = 0, max_pixels: int | None = None
+    ) -> None:
         super().__init__()
         self.dataset = dataset
         self.num_workers = num_workers
+        self.max_pixels = max_pixels
 
     def test_dataloader(self) -> DataLoader:
         rank, world = (
             (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         )
         return DataLoader(
-            SafeDataset(self.dataset),
+            SafeDataset(self.dataset, self.max_pixels),
             batch_size=None,
             sampler=ShardSampler(len(self.dataset), rank, world),
             num_workers=self.num_workers,

@@ -33,7 +33,8 @@ from PIL import Image
 from torch import nn
 from torchmetrics import Metric
 
-from dynaseg.engine import Segmenter, image_seed
+from dynaseg.batched import BatchedSegmenter
+from dynaseg.engine import SegmentationResult, Segmenter, image_seed
 from dynaseg.images import resize_labels
 from dynaseg.outputs import atomic_write, label_image, overlay, save_json, save_png
 
@@ -127,6 +128,7 @@ class DynaSegModule(LightningModule):
     ) -> None:
         super().__init__()
         self.segmenter = segmenter
+        self.batched = BatchedSegmenter(segmenter)
         self.metrics = nn.ModuleDict(metrics)
         self.seed = seed
         self.output_dir = Path(output_dir)
@@ -137,6 +139,7 @@ class DynaSegModule(LightningModule):
         self.records: list[dict[str, Any]] = []
         self.failures: list[dict[str, str]] = []
         self.n_resumed = 0
+        self.n_overlays = 0
         self.summary: dict[str, float] = {}
         self.started = time.perf_counter()
 
@@ -148,35 +151,49 @@ class DynaSegModule(LightningModule):
         """``<output_dir>/<folder>/<id><suffix>``."""
         return self.output_dir / folder / f"{item_id}{suffix}"
 
-    def test_step(self, sample: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, samples: list[dict[str, Any]], batch_idx: int) -> None:
+        """Fit the step's images (same-size ones together) and save and score each."""
+        pending: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+        for sample in samples:
+            if "error" in sample:
+                self.fail(sample["id"], sample["error"])
+                continue
+            saved = self.load_done(sample["id"], tuple(sample["size"])) if self.resume else None
+            if saved is not None:
+                labels, record = saved
+                self.score(labels, sample["gt"])
+                self.records.append(record)
+                self.n_resumed += 1
+                continue
+            pending.setdefault(tuple(sample["image"].shape), []).append(sample)
+        for group in pending.values():
+            seeds = [image_seed(self.seed, sample["id"]) for sample in group]
+            try:
+                with torch.enable_grad():
+                    results = self.batched.fit([sample["image"] for sample in group], seeds)
+            except FIT_ERRORS as error:
+                results = [error] * len(group)
+            for sample, result in zip(group, results, strict=True):
+                if isinstance(result, Exception):
+                    reason = (
+                        result
+                        if isinstance(result, FloatingPointError)
+                        else f"{type(result).__name__}: {result}"
+                    )
+                    self.fail(sample["id"], f"{sample['path']}: {reason}; image skipped")
+                else:
+                    self.save(sample, result)
+
+    def save(self, sample: dict[str, Any], result: SegmentationResult) -> None:
+        """Write an image's prediction (and overlay), then its record, which marks it done."""
         item_id = sample["id"]
-        if "error" in sample:
-            self.fail(item_id, sample["error"])
-            return
-        saved = self.load_done(item_id, tuple(sample["size"])) if self.resume else None
-        if saved is not None:
-            labels, record = saved
-            self.score(labels, sample["gt"])
-            self.records.append(record)
-            self.n_resumed += 1
-            return
-        try:
-            with torch.enable_grad():
-                result = self.segmenter.fit(sample["image"], seed=image_seed(self.seed, item_id))
-        except FIT_ERRORS as error:
-            reason = (
-                error
-                if isinstance(error, FloatingPointError)
-                else f"{type(error).__name__}: {error}"
-            )
-            self.fail(item_id, f"{sample['path']}: {reason}; image skipped")
-            return
         # Scored as saved, so a prediction read back on resume scores identically.
         labels = label_image(resize_labels(result.labels, tuple(sample["size"])))
         save_png(self.path("predictions", item_id, ".png"), labels)
         record: dict[str, Any] = {"id": item_id, **result.summary()}
         record.update(self.score(labels, sample["gt"]))
-        if batch_idx < self.save_overlays:
+        if self.n_overlays < self.save_overlays:
+            self.n_overlays += 1
             image = (sample["image"].permute(1, 2, 0) * 255).round().byte().numpy()
             save_png(self.path("overlays", item_id, ".png"), overlay(image, result.labels))
             record["history"] = result.history

@@ -72,7 +72,9 @@ def run(config: DictConfig) -> dict[str, float]:
         atomic_write(output_dir / "config.yaml", lambda handle: handle.write(text.encode()))
         logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))
     log.info("%s: %d images → %s", config.run_name, len(dataset), output_dir)
-    datamodule = SegmentationDataModule(dataset, config.num_workers, config.max_pixels)
+    datamodule = SegmentationDataModule(
+        dataset, config.num_workers, config.max_pixels, config.batch_size
+    )
     try:
         trainer.test(module, datamodule=datamodule)
     finally:

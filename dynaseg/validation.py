@@ -106,6 +106,9 @@ def check_config(config: DictConfig) -> None:
         not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 4
     ):
         raise ConfigError(f"max_pixels must be a whole number >= 4 or null, got {max_pixels!r}")
+    batch_size = config.get("batch_size", 1)
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     for key in ("resume", "strict"):
         if not isinstance(config.get(key, False), bool):
             raise ConfigError(f"{key} must be true or false, got {config.get(key)!r}")

@@ -130,6 +130,7 @@ def read_label_png(path: Path) -> np.ndarray:
     Palette (`P`) images give their indices, never colours: converting to RGB (or reading with
     OpenCV) would turn VOC labels into colours (protocols.md B.2).
     """
+    require_file(path, "ground truth")
     try:
         with Image.open(path) as im:
             if im.mode not in ("P", "L", "I", "I;16"):
@@ -176,15 +177,24 @@ def require_dirs(name: str, root: Path, expected: str, dirs: Iterable[str]) -> N
 
 
 def require_files(name: str, root: Path, expected: str, paths: Sequence[Path]) -> None:
-    """Check that every file exists, listing a few of the missing ones if not."""
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        shown = ", ".join(_rel(p, root) for p in missing[:5])
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    """Fail when none of the files exists: the root or layout is wrong.
+
+    A few missing files are not fatal here: each such item fails on its own when it is read
+    (recorded in the run's failures.csv) while the others are processed.
+    """
+    if paths and not any(p.is_file() for p in paths):
+        shown = ", ".join(_rel(p, root) for p in paths[:3])
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
         raise DatasetError(
-            f"{name} root {root}: expected {expected}; missing {len(missing)} file(s): "
+            f"{name} root {root}: expected {expected}; none of the {len(paths)} file(s) exists: "
             f"{shown}{more}"
         )
+
+
+def require_file(path: Path, what: str) -> None:
+    """Raise the per-item error for a missing file."""
+    if not path.is_file():
+        raise SampleReadError(path, f"{what} missing (no such file)")
 
 
 def _rel(path: Path, root: Path) -> str:

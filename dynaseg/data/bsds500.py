@@ -25,6 +25,7 @@ from dynaseg.data.base import (
     make_sample,
     read_image,
     require_dirs,
+    require_file,
     require_files,
 )
 
@@ -37,6 +38,7 @@ def read_bsds_mat(path: str | os.PathLike) -> list[np.ndarray]:
     Returns:
         One H×W uint16 label map per annotator, in the file's cell order.
     """
+    require_file(Path(path), "ground truth")
     try:
         mat = scipy.io.loadmat(path)
     except Exception as err:  # scipy raises several unrelated types for corrupt files

@@ -80,21 +80,29 @@ class SafeDataset(Dataset):
 
 
 class SegmentationDataModule(LightningDataModule):
-    """Feeds any of the framework's datasets to ``Trainer.test``, one unbatched sample a step.
+    """Feeds any of the framework's datasets to ``Trainer.test`` as lists of samples.
 
     Args:
         dataset: a dataset returning ``dynaseg.data.Sample`` dicts (built from ``conf/dataset``).
         num_workers: DataLoader workers decoding images while the fits run.
         max_pixels: most pixels one fit may process (see :class:`SafeDataset`).
+        batch_size: samples per step; same-size images of a step are fitted together.
     """
 
     def __init__(
-        self, dataset: Dataset, num_workers: int = 0, max_pixels: int | None = None
+        self,
+        dataset: Dataset,
+        num_workers: int = 0,
+        max_pixels: int | None = None,
+        batch_size: int = 1,
     ) -> None:
         super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset = dataset
         self.num_workers = num_workers
         self.max_pixels = max_pixels
+        self.batch_size = batch_size
 
     def test_dataloader(self) -> DataLoader:
         rank, world = (
@@ -102,7 +110,8 @@ class SegmentationDataModule(LightningDataModule):
         )
         return DataLoader(
             SafeDataset(self.dataset, self.max_pixels),
-            batch_size=None,
+            batch_size=self.batch_size,
             sampler=ShardSampler(len(self.dataset), rank, world),
             num_workers=self.num_workers,
+            collate_fn=list,
         )

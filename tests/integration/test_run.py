@@ -89,3 +89,22 @@ def test_wandb_logger_runs_offline_without_a_key(tmp_path):
     run(*QUICK, "dataset.limit=1", "logger=wandb", f"hydra.run.dir={out}", env=env)
     assert list((out / "wandb").glob("offline-run-*"))
     assert (out / "metrics.json").is_file()
+
+
+def test_batched_steps_give_the_same_predictions(tmp_path):
+    one, batched = tmp_path / "one", tmp_path / "batched"
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for item in BSDS500(sample_root(), split="val", limit=3):
+        image = (item["image"].permute(1, 2, 0) * 255).round().byte().numpy()
+        Image.fromarray(image[:60, :60]).save(folder / f"{item['id']}.png")
+    common = [*QUICK, "dataset=folder", f"dataset.root={folder}"]
+    run(*common, f"hydra.run.dir={one}")
+    run(*common, "batch_size=2", f"hydra.run.dir={batched}")
+    names = sorted(p.name for p in (one / "predictions").glob("*.png"))
+    assert len(names) == 3
+    for name in names:
+        assert np.array_equal(
+            np.asarray(Image.open(one / "predictions" / name)),
+            np.asarray(Image.open(batched / "predictions" / name)),
+        )

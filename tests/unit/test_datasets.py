@@ -122,10 +122,17 @@ def test_bsds500_root_one_level_too_high(bsds_root: Path) -> None:
 
 
 def test_bsds500_missing_gt(bsds_root: Path) -> None:
-    (bsds_root / "groundTruth" / "val" / "20.mat").unlink()
-    with pytest.raises(DatasetError, match="groundTruth/val/20.mat"):
+    missing = bsds_root / "groundTruth" / "val" / "20.mat"
+    missing.unlink()
+    dataset = BSDS500(bsds_root)  # one missing file fails its own item, not the dataset
+    index = dataset.ids.index("20")
+    with pytest.raises(SampleReadError, match="ground truth missing") as info:
+        dataset[index]
+    assert str(info.value).startswith(str(missing))
+    for other in (bsds_root / "groundTruth" / "val").glob("*.mat"):
+        other.unlink()
+    with pytest.raises(DatasetError, match="none of the .* file"):
         BSDS500(bsds_root)
-    assert len(BSDS500(bsds_root, limit=1)) == 1  # only the selected ids must be complete
 
 
 def test_bsds500_gt_of_wrong_size(bsds_root: Path) -> None:
@@ -260,9 +267,12 @@ def test_voc_errors(voc_root: Path) -> None:
         VOC2012(voc_root, split="val")
     with pytest.raises(ValueError, match="gt must be one of"):
         VOC2012(voc_root, gt="instance")
-    (voc_root / "SegmentationObject" / "2007_000039.png").unlink()
-    with pytest.raises(DatasetError, match="SegmentationObject/2007_000039.png"):
-        VOC2012(voc_root)
+    missing = voc_root / "SegmentationObject" / "2007_000039.png"
+    missing.unlink()
+    dataset = VOC2012(voc_root)  # one missing file fails its own item, not the dataset
+    with pytest.raises(SampleReadError, match="ground truth missing") as info:
+        dataset[dataset.ids.index("2007_000039")]
+    assert str(info.value).startswith(str(missing))
 
 
 def test_voc_rgb_gt_is_refused(voc_root: Path) -> None:
@@ -344,8 +354,13 @@ def test_cocostuff_small_crop_and_limit(coco_root: Path) -> None:
 
 
 def test_cocostuff_errors(coco_root: Path) -> None:
-    with pytest.raises(DatasetError, match="000000000724.jpg"):  # shipped list, files missing
-        CocoStuff27(coco_root)
+    shipped = CocoStuff27(coco_root)  # the shipped list: most files missing, each fails alone
+    assert len(shipped) == 2175
+    with pytest.raises(ImageReadError, match="000000000724.jpg: no such file"):
+        shipped[shipped.ids.index("000000000724")]
+    (coco_root / "annotations" / "val2017" / "000000000139.png").unlink()
+    with pytest.raises(SampleReadError, match="000000000139.png: ground truth missing"):
+        shipped[shipped.ids.index("000000000139")]
     with pytest.raises(ValueError, match="curated"):
         CocoStuff27(coco_root, split="train2017")
     write_jpg(coco_root / "images_only" / "images" / "val2017" / "000000000139.jpg", 8, 8)

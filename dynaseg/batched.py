@@ -94,7 +94,8 @@ class BatchedSegmenter:
         errors: dict[int, FloatingPointError] = {}
         iteration = 0
         for iteration in range(seg.max_iter + 1):
-            target, n_labels, loss_sim, loss_con = step(stacked, xs)
+            with seg.autocast():
+                target, n_labels, loss_sim, loss_con = step(stacked, xs)
             mu = seg.weighting(n_labels)
             history[iteration] = torch.stack(
                 [n_labels.float(), mu, loss_sim.detach(), loss_con.detach()], 1

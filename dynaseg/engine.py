@@ -137,6 +137,8 @@ class Segmenter:
         sync_every: read q' on the host every this many iterations (None: every iteration on
             CPU, where it is free, every 25 on GPU, so the device never waits for the host).
             The labels of the exact iteration at which the stopping rule fired are returned.
+        precision: ``"bf16"`` runs the forward pass under bfloat16 autocast (GPUs, and CPUs
+            with AVX-512 BF16); the losses and the optimiser stay in float32.
     """
 
     def __init__(
@@ -151,11 +153,14 @@ class Segmenter:
         channels_last: bool = False,
         compile: bool = False,
         sync_every: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         if max_iter < 1:
             raise ValueError(f"max_iter (T) must be >= 1, got {max_iter}")
         if n_clusters < 2:
             raise ValueError(f"n_clusters (q) must be >= 2, got {n_clusters}")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         if sync_every is not None and sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
         self.backbone = backbone
@@ -169,6 +174,7 @@ class Segmenter:
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.sync_every = sync_every
+        self.precision = precision
         self.forward_losses = torch.compile(forward_losses) if compile else forward_losses
 
     def build_network(self, seed: int) -> SegmentationNet:
@@ -212,7 +218,8 @@ class Segmenter:
         recent = torch.zeros((every, *x.shape[2:]), dtype=torch.int16, device=self.device)
         stop_reason, checked = "max_iter", 0
         for iteration in range(self.max_iter + 1):
-            target, n_labels, loss_sim, loss_con = self.forward_losses(net, x, self.n_clusters)
+            with self.autocast():
+                target, n_labels, loss_sim, loss_con = self.forward_losses(net, x, self.n_clusters)
             mu = self.weighting(n_labels)
             history[iteration] = torch.stack(
                 [n_labels.float(), mu, loss_sim.detach(), loss_con.detach()]
@@ -239,6 +246,12 @@ class Segmenter:
             opt_nc=opt_nc,
             seconds=time.perf_counter() - start,
             history=dict(zip(HISTORY_KEYS, recorded, strict=True)),
+        )
+
+    def autocast(self) -> torch.autocast:
+        """The forward pass's autocast context (a no-op in float32)."""
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
         )
 
     @staticmethod

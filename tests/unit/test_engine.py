@@ -137,3 +137,14 @@ def test_compiled_iterations_compute_the_same_labels(three_regions):
     eager = small_segmenter(**kwargs).fit(image, seed=2)
     assert (compiled.labels == eager.labels).mean() > 0.999
     np.testing.assert_allclose(compiled.history["loss_sim"], eager.history["loss_sim"], rtol=1e-4)
+
+
+def test_bf16_forward_runs_close_to_float32(three_regions):
+    image, _ = three_regions
+    kwargs = {"max_iter": 2, "stopping": ThresholdStopping(0)}
+    bf16 = small_segmenter(**kwargs, precision="bf16").fit(image, seed=0)
+    fp32 = small_segmenter(**kwargs).fit(image, seed=0)
+    assert bf16.labels.shape == fp32.labels.shape
+    np.testing.assert_allclose(bf16.history["loss_sim"], fp32.history["loss_sim"], rtol=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        Segmenter(precision="fp16")

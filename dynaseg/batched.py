@@ -36,6 +36,7 @@ class BatchedSegmenter:
     Args:
         segmenter: the method and its settings (backbone, weighting, stopping, q, T, optimiser,
             device); each image gets the network ``segmenter.build_network(seed)`` would give it.
+            Any other method with a ``fit(image, seed)`` (the baselines) runs one image at a time.
     """
 
     def __init__(self, segmenter: Segmenter) -> None:
@@ -54,11 +55,8 @@ class BatchedSegmenter:
         seg = self.segmenter
         if len(images) != len(seeds) or not images:
             raise ValueError(f"need one seed per image, got {len(images)} and {len(seeds)}")
-        if len(images) == 1:
-            try:
-                return [seg.fit(images[0], seeds[0])]
-            except FloatingPointError as error:
-                return [error]
+        if len(images) == 1 or not isinstance(seg, Segmenter):
+            return [self._fit_one(image, seed) for image, seed in zip(images, seeds, strict=True)]
         start = time.perf_counter()
         tensors = [to_tensor(image) for image in images]
         if len({tuple(x.shape) for x in tensors}) != 1:
@@ -138,6 +136,12 @@ class BatchedSegmenter:
                 )
             )
         return results
+
+    def _fit_one(self, image: np.ndarray | Tensor, seed: int) -> SegmentationResult | Exception:
+        try:
+            return self.segmenter.fit(image, seed)
+        except FloatingPointError as error:
+            return error
 
     @staticmethod
     def _groups(template: torch.nn.Module, stacked: dict[str, Tensor]) -> list[dict]:

@@ -81,7 +81,6 @@ def test_max_iter_bounds_the_updates_and_history_records_every_pass(three_region
     result = small_segmenter(max_iter=4, stopping=ThresholdStopping(0)).fit(image, seed=0)
     assert result.stop_reason == "max_iter" and result.iterations == 4
     assert all(len(values) == 5 for values in result.history.values())
-    assert result.history["q"][0] == pytest.approx(16, abs=16)  # q' ≤ q at every pass
     assert all(1 <= value <= 16 for value in result.history["q"])
 
 

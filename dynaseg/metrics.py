@@ -473,6 +473,22 @@ def _check_ignore_index(ignore_index: int | None) -> None:
         raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
 
 
+def _checked_pair(
+    pred: ArrayLike, annotations: ArrayLike | Sequence[ArrayLike]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A prediction and its annotations as arrays, checked to be label maps of one size."""
+    pred_np = _to_numpy(pred)
+    _check_labels(pred_np, "pred")
+    gts = _split_annotations(annotations)
+    if not gts:
+        raise ValueError("annotations must contain at least one ground-truth map")
+    for gt in gts:
+        _check_labels(gt, "annotation")
+        if gt.shape != pred_np.shape:
+            raise ValueError(f"annotation {gt.shape} and pred {pred_np.shape} differ in shape")
+    return pred_np, gts
+
+
 def _split_annotations(annotations: ArrayLike | Sequence[ArrayLike]) -> list[np.ndarray]:
     """Accept one H x W map, an A x H x W stack, or a sequence of H x W maps."""
     if isinstance(annotations, (np.ndarray, torch.Tensor)):
@@ -525,15 +541,7 @@ class SegmentBestIoU(_SumStateMetric):
             annotations: the image's GT maps: a sequence of H x W maps (BSD500 has ~5), an
                 A x H x W stack, or a single H x W map (VOC).
         """
-        pred_np = _to_numpy(pred)
-        _check_labels(pred_np, "pred")
-        gts = _split_annotations(annotations)
-        if not gts:
-            raise ValueError("annotations must contain at least one ground-truth map")
-        for gt in gts:
-            _check_labels(gt, "annotation")
-            if gt.shape != pred_np.shape:
-                raise ValueError(f"annotation {gt.shape} and pred {pred_np.shape} differ in shape")
+        pred_np, gts = _checked_pair(pred, annotations)
         segments = relabel_connected(pred_np, self.connectivity)
         best = [best_iou_per_segment(segments, gt, self.ignore_index) for gt in gts]
         n_labels = np.array([b.size for b in best])
@@ -780,15 +788,7 @@ class RegionMeasures(_SumStateMetric):
             annotations: the image's GT maps: a sequence of H x W maps, an A x H x W stack, or
                 one H x W map.
         """
-        pred_np = _to_numpy(pred)
-        _check_labels(pred_np, "pred")
-        gts = _split_annotations(annotations)
-        if not gts:
-            raise ValueError("annotations must contain at least one ground-truth map")
-        for gt in gts:
-            _check_labels(gt, "annotation")
-            if gt.shape != pred_np.shape:
-                raise ValueError(f"annotation {gt.shape} and pred {pred_np.shape} differ in shape")
+        pred_np, gts = _checked_pair(pred, annotations)
         segments = relabel_connected(pred_np, self.connectivity)
         for name, fn in (
             ("covering", segmentation_covering),

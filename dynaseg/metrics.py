@@ -188,6 +188,22 @@ def _joint_counts(a: np.ndarray, b: np.ndarray, na: int, nb: int) -> tuple[np.nd
     return cells // nb, cells % nb, counts
 
 
+def _labelled_pixels(
+    pred: ArrayLike, gt: ArrayLike, ignore_index: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two same-shape label maps, flattened, without the pixels whose GT is ``ignore_index``."""
+    pred, gt = _to_numpy(pred), _to_numpy(gt)
+    _check_labels(pred, "pred", ndim=None)
+    _check_labels(gt, "gt", ndim=None)
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred {pred.shape} and gt {gt.shape} must have the same shape")
+    pred, gt = pred.ravel(), gt.ravel()
+    if ignore_index is not None:
+        keep = gt != ignore_index
+        pred, gt = pred[keep], gt[keep]
+    return pred, gt
+
+
 def best_iou_per_segment(
     pred: np.ndarray, gt: np.ndarray, ignore_index: int | None = None
 ) -> np.ndarray:
@@ -211,15 +227,7 @@ def best_iou_per_segment(
         >>> best_iou_per_segment(pred, gt).round(3).tolist()
         [0.667, 0.333, 1.0]
     """
-    pred, gt = np.asarray(pred), np.asarray(gt)
-    _check_labels(pred, "pred", ndim=None)
-    _check_labels(gt, "gt", ndim=None)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred {pred.shape} and gt {gt.shape} must have the same shape")
-    pred, gt = pred.ravel(), gt.ravel()
-    if ignore_index is not None:
-        keep = gt != ignore_index
-        pred, gt = pred[keep], gt[keep]
+    pred, gt = _labelled_pixels(pred, gt, ignore_index)
     if gt.size == 0:
         return np.zeros(0, dtype=np.float64)
     g, ng = _compact_ids(gt)
@@ -324,15 +332,7 @@ def _contingency(
         ``(gi, ki, n_ij, gt_sizes, pred_sizes)``: the non-empty cells (GT id, predicted id,
         count) and the sizes of every present GT and predicted region (empty ids removed).
     """
-    pred, gt = _to_numpy(pred), _to_numpy(gt)
-    _check_labels(pred, "pred", ndim=None)
-    _check_labels(gt, "gt", ndim=None)
-    if pred.shape != gt.shape:
-        raise ValueError(f"pred {pred.shape} and gt {gt.shape} must have the same shape")
-    pred, gt = pred.ravel(), gt.ravel()
-    if ignore_index is not None:
-        keep = gt != ignore_index
-        pred, gt = pred[keep], gt[keep]
+    pred, gt = _labelled_pixels(pred, gt, ignore_index)
     if gt.size == 0:
         raise ValueError("no labelled pixels to compare")
     g, ng = _compact_ids(gt)

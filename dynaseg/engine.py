@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -80,6 +80,8 @@ class SegmentationResult:
     seconds: float
     history: dict[str, list[float]] = field(repr=False)
     """Per forward pass: q', μ and the two loss terms (the last pass makes no update)."""
+    snapshots: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    """Label maps at the iterations asked for with ``fit(snapshots=…)`` that the fit reached."""
 
     @property
     def n_clusters(self) -> int:
@@ -193,6 +195,7 @@ class Segmenter:
         image: np.ndarray | Tensor,
         seed: int = 0,
         on_iteration: IterationCallback | None = None,
+        snapshots: Collection[int] = (),
     ) -> SegmentationResult:
         """Fit a fresh network to one image and return its segmentation.
 
@@ -201,6 +204,9 @@ class Segmenter:
             seed: seeds the network's initialisation and the silhouette subsample.
             on_iteration: called for every forward pass with (iteration, q', μ), e.g. for a
                 progress bar (in bursts of ``sync_every`` on a GPU).
+            snapshots: iterations whose label maps to keep as well (0 = before any update), so
+                that one fit shows what every smaller T would have given; each one read
+                synchronises a GPU.
 
         Raises:
             FloatingPointError: the loss became non-finite (the message names the iteration).
@@ -217,6 +223,7 @@ class Segmenter:
         history = torch.zeros(self.max_iter + 1, len(HISTORY_KEYS), device=self.device)
         recent = torch.zeros((every, *x.shape[2:]), dtype=torch.int16, device=self.device)
         stop_reason, checked = "max_iter", 0
+        kept: dict[int, Tensor] = {}
         for iteration in range(self.max_iter + 1):
             with self.autocast():
                 target, n_labels, loss_sim, loss_con = self.forward_losses(net, x, self.n_clusters)
@@ -225,6 +232,8 @@ class Segmenter:
                 [n_labels.float(), mu, loss_sim.detach(), loss_con.detach()]
             )
             recent[iteration % every] = target[0]
+            if iteration in snapshots:
+                kept[iteration] = target[0].cpu()
             if (iteration + 1) % every == 0 or iteration == self.max_iter:
                 fired = self._check(history, checked, iteration, threshold, on_iteration)
                 if fired is not None:
@@ -246,6 +255,7 @@ class Segmenter:
             opt_nc=opt_nc,
             seconds=time.perf_counter() - start,
             history=dict(zip(HISTORY_KEYS, recorded, strict=True)),
+            snapshots={t: relabel_by_size(kept[t].numpy()) for t in sorted(kept) if t <= iteration},
         )
 
     def autocast(self) -> torch.autocast:

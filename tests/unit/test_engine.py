@@ -84,6 +84,25 @@ def test_max_iter_bounds_the_updates_and_history_records_every_pass(three_region
     assert all(1 <= value <= 16 for value in result.history["q"])
 
 
+def test_snapshots_equal_the_labels_of_shorter_fits(three_regions):
+    image, _ = three_regions
+    long = small_segmenter(max_iter=6, stopping=ThresholdStopping(0))
+    result = long.fit(image, seed=3, snapshots={0, 2, 6, 9})
+    assert sorted(result.snapshots) == [0, 2, 6]
+    np.testing.assert_array_equal(result.snapshots[6], result.labels)
+    short = small_segmenter(max_iter=2, stopping=ThresholdStopping(0)).fit(image, seed=3)
+    np.testing.assert_array_equal(result.snapshots[2], short.labels)
+
+
+def test_snapshots_after_an_early_stop_are_absent(three_regions):
+    image, _ = three_regions
+    result = small_segmenter(max_iter=50, stopping=ThresholdStopping(15)).fit(
+        image, seed=0, snapshots=range(51)
+    )
+    assert result.stop_reason == "threshold"
+    assert max(result.snapshots) == result.iterations
+
+
 def test_history_mu_follows_the_weighting(three_regions):
     image, _ = three_regions
     result = small_segmenter(

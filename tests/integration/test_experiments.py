@@ -1,0 +1,133 @@
+"""The Table 1 and iterations-study scripts on the bundled samples, as a user runs them."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dynaseg.data import sample_root
+
+ROOT = Path(__file__).parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+from tables import pool  # noqa: E402
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_pool_weights_best_iou_by_gt_segments_and_averages_the_rest():
+    image_rows = [
+        {
+            "b/all": 0.5,
+            "b/n_all": 3,
+            "b/fine": 0.2,
+            "b/n_fine": 1,
+            "b/coarse": 0.9,
+            "b/n_coarse": 1,
+            "b/segments_per_image": 10,
+            "b_regions/voi": 1.0,
+        },
+        {
+            "b/all": 0.1,
+            "b/n_all": 1,
+            "b/fine": 0.6,
+            "b/n_fine": 3,
+            "b/coarse": 0.3,
+            "b/n_coarse": 2,
+            "b/segments_per_image": 30,
+            "b_regions/voi": 2.0,
+        },
+    ]
+    pooled = pool(image_rows, metric="b")
+    assert pooled["all"] == pytest.approx((0.5 * 3 + 0.1) / 4)
+    assert pooled["fine"] == pytest.approx((0.2 + 0.6 * 3) / 4)
+    assert pooled["coarse"] == pytest.approx((0.9 + 0.3 * 2) / 3)
+    assert pooled["mean"] == pytest.approx((pooled["all"] + pooled["fine"] + pooled["coarse"]) / 3)
+    assert pooled["segments"] == 20 and pooled["voi"] == 1.5
+    with pytest.raises(ValueError):
+        pool([])
+
+
+@pytest.mark.slow
+def test_table1_and_the_iterations_study_agree_with_the_harness(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    table1 = [
+        "table1.py",
+        "--root",
+        sample_root(),
+        "--split",
+        "val",
+        "--methods",
+        "felzenszwalb",
+        "fsf",
+        "--dynaseg-limit",
+        "1",
+        "--max-side",
+        "48",
+        "--max-iter",
+        "3",
+        "--runs",
+        runs,
+        "--out",
+        out,
+    ]
+    script(*table1)
+    results = out / "table1_bsd500_val.md"
+    text = results.read_text()
+    for method, folder in (("fsf", "val_fsf_48px_T3"), ("felzenszwalb", "val_felzenszwalb_native")):
+        scores = json.loads((runs / folder / "metrics.json").read_text())
+        pooled = pool(rows(out / f"table1_bsd500_val_{method}_per_image.csv"))
+        assert pooled["all"] == pytest.approx(scores["bsd500/all"])
+        assert pooled["mean"] == pytest.approx(scores["bsd500/mean"])
+        assert f"| {pooled['all']:.3f} | {pooled['fine']:.3f} |" in text
+    assert "On the 1 images every method ran on" in text
+    assert "| 0.349 | 0.307 | 0.420 | 0.359 |" in text  # the paper's FSF row beside ours
+
+    results.write_text(text + "\nOur analysis.\n")
+    predictions = runs / "val_fsf_48px_T3" / "predictions"
+    stamp = [p.stat().st_mtime_ns for p in sorted(predictions.iterdir())]
+    script(*table1)
+    assert results.read_text().endswith("\nOur analysis.\n")
+    assert [p.stat().st_mtime_ns for p in sorted(predictions.iterdir())] == stamp  # read back
+
+    study = tmp_path / "study"
+    script(
+        "iterations_study.py",
+        "--root",
+        sample_root(),
+        "--split",
+        "val",
+        "--limit",
+        "1",
+        "--max-side",
+        "48",
+        "--checkpoints",
+        "0",
+        "3",
+        "--out",
+        study,
+    )
+    by_t = {row["t"]: row for row in rows(study.with_suffix(".csv"))}
+    harness = rows(out / "table1_bsd500_val_fsf_per_image.csv")[0]
+    assert by_t["3"]["id"] == harness["id"]
+    assert float(by_t["3"]["bsd500/all"]) == pytest.approx(float(harness["bsd500/all"]))
+    assert float(by_t["0"]["q"]) > float(by_t["3"]["q"])
+    assert "| 3 |" in study.with_suffix(".md").read_text()

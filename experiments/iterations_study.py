@@ -10,7 +10,8 @@ a prediction, so one fit shows what every smaller T would have given. A fit that
 (q' reached its threshold) is scored with its final labels at the later checkpoints, as a run
 with that T would be. Rows go to ``<out>.csv`` as each image finishes (a rerun skips the images
 already there); ``<out>.md`` pools them per checkpoint, with the silhouette estimate opt_nC
-against the number of segments of the ground truth. Used to choose the reduced settings of
+against the number of segments of the ground truth, and any ``--compare`` CSV (a run at other
+settings) pooled over the same images. Used to choose the reduced settings of
 ``table1.py`` and to tune on train.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from tables import HEADER, cells, markdown, pool, read_rows
+from tables import HEADER, cells, dataset_arguments, markdown, parse_keeping_argv, pool, read_rows
 
 from dynaseg.config import compose_config
 from dynaseg.engine import image_seed
@@ -93,6 +94,14 @@ def report(args: argparse.Namespace, rows: list[dict[str, str]]) -> str:
         group = by_t[t]
         mean_q = sum(float(row["q"]) for row in group) / len(group)
         table.append([str(t), f"{mean_q:.1f}", *cells(pool(group))])
+    for path in args.compare:
+        reference = [row for row in read_rows(path) if row["id"] in ids]
+        label = f"`{path.name}`"
+        if "t" in reference[0]:  # another study: its last checkpoint
+            last_t = max(int(row["t"]) for row in reference)
+            reference = [row for row in reference if int(row["t"]) == last_t]
+            label += f" at T = {last_t}"
+        table.append([label, "–", *cells(pool(reference))])
     last = by_t[max(by_t)]
     opt = [float(row["opt_nc"]) for row in last if row["opt_nc"] not in ("", "None")]
     gt = [float(row["gt_segments"]) for row in last]
@@ -120,17 +129,22 @@ def report(args: argparse.Namespace, rows: list[dict[str, str]]) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True, help="BSDS500 data folder")
-    parser.add_argument("--split", default="train", choices=("train", "val", "test"))
+    dataset_arguments(parser, "train")
     parser.add_argument("--limit", type=int, help="first N images of the split")
     parser.add_argument("--experiment", default="bsd_fsf_cnn", help="preset under conf/experiment")
     parser.add_argument("--max-side", type=int, help="long side of the fitted input (none: native)")
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[0, 50, 100, 300, 1000])
     parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="per-image CSVs (table1.py's, or another study's: its last T) to pool over the "
+        "same images, one row each",
+    )
     parser.add_argument("overrides", nargs="*", help="more Hydra overrides (key=value)")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args
+    return parse_keeping_argv(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Table 1 of the paper on BSDS500: every method through the same harness, beside the paper.
 
     python experiments/table1.py --root ../shared/data/BSDS500/data --split val \
-        [--dynaseg-limit 20 --max-side 160 --max-iter 300] [--jobs 2]
+        [--dynaseg-limit 20 --max-side 160 --max-iter 300] [--jobs 2] [--override trainer=gpu …]
 
 Runs ``python -m dynaseg.run`` once per method (k-means, Felzenszwalb, Kim et al. = fixed μ,
 DynaSeg SCF and FSF, all CNN), each in its own folder under ``--runs``; a folder that already
@@ -29,7 +29,17 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tables import HEADER, PAPER_BSD500, cells, markdown, paper_cells, pool, read_rows
+from tables import (
+    HEADER,
+    PAPER_BSD500,
+    cells,
+    dataset_arguments,
+    markdown,
+    paper_cells,
+    parse_keeping_argv,
+    pool,
+    read_rows,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -72,6 +82,7 @@ def command(args: argparse.Namespace, method: str, folder: Path) -> list[str]:
     ]
     if fitted:
         overrides += [f"dataset.max_side={args.max_side or 'null'}", f"max_iter={args.max_iter}"]
+    overrides += args.override
     if (folder / "records").is_dir():
         overrides.append("resume=true")
     return [sys.executable, "-m", "dynaseg.run", *overrides]
@@ -142,7 +153,10 @@ def report(args: argparse.Namespace, folders: dict[str, Path]) -> str:
         f"Per-image scores: `table1_bsd500_{args.split}_<method>_per_image.csv` beside this file. "
         "Regenerate (finished runs are read back, not recomputed):",
         "",
-        "    " + shlex.join(["python", "experiments/table1.py", *args.argv]),
+        "    "
+        + shlex.join(
+            ["python", "experiments/table1.py", *(a for a in args.argv if a != "--report-only")]
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -164,8 +178,7 @@ def write_results(args: argparse.Namespace, folders: dict[str, Path]) -> Path:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, required=True, help="BSDS500 data folder")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"))
+    dataset_arguments(parser)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--limit", type=int, help="first N images for every method")
     parser.add_argument("--dynaseg-limit", type=int, help="first N images for the fitted methods")
@@ -173,12 +186,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-iter", type=int, default=1000, help="T of the fitted methods")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="methods run at once")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override for every run, e.g. trainer=gpu (repeatable; not part of the run "
+        "folder's name: use another --runs for other settings)",
+    )
     parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "table1")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true", help="collect finished runs only")
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    return args
+    return parse_keeping_argv(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,9 @@ means over images.
 
 from __future__ import annotations
 
+import argparse
 import csv
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -88,3 +90,18 @@ def markdown(first: Sequence[str], header: Sequence[str], rows: Iterable[Sequenc
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def dataset_arguments(parser: argparse.ArgumentParser, split: str = "val") -> None:
+    """The ``--root`` and ``--split`` options every BSDS500 script takes."""
+    parser.add_argument("--root", type=Path, required=True, help="BSDS500 data folder")
+    parser.add_argument("--split", default=split, choices=("train", "val", "test"))
+
+
+def parse_keeping_argv(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """Parse, and keep the arguments as given (``args.argv``) to print the command in a report."""
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    return args

@@ -124,10 +124,15 @@ def test_table1_and_the_iterations_study_agree_with_the_harness(tmp_path):
         "3",
         "--out",
         study,
+        "--compare",
+        out / "table1_bsd500_val_fsf_per_image.csv",
     )
     by_t = {row["t"]: row for row in rows(study.with_suffix(".csv"))}
     harness = rows(out / "table1_bsd500_val_fsf_per_image.csv")[0]
     assert by_t["3"]["id"] == harness["id"]
     assert float(by_t["3"]["bsd500/all"]) == pytest.approx(float(harness["bsd500/all"]))
     assert float(by_t["0"]["q"]) > float(by_t["3"]["q"])
-    assert "| 3 |" in study.with_suffix(".md").read_text()
+    report = study.with_suffix(".md").read_text()
+    all_at_3 = f"{float(by_t['3']['bsd500/all']):.3f}"
+    assert f"| 3 | {float(by_t['3']['q']):.1f} | {all_at_3} |" in report
+    assert f"| `table1_bsd500_val_fsf_per_image.csv` | – | {all_at_3} |" in report

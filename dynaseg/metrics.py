@@ -473,6 +473,17 @@ def _check_ignore_index(ignore_index: int | None) -> None:
         raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
 
 
+class _LabelMapMetric(_SumStateMetric):
+    """A metric of predicted label maps against annotations, with the shared options checked."""
+
+    def __init__(self, connectivity: int | None, ignore_index: int | None) -> None:
+        super().__init__()
+        _check_connectivity(connectivity)
+        _check_ignore_index(ignore_index)
+        self.connectivity = connectivity
+        self.ignore_index = ignore_index
+
+
 def _checked_pair(
     pred: ArrayLike, annotations: ArrayLike | Sequence[ArrayLike]
 ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -501,7 +512,7 @@ def _split_annotations(annotations: ArrayLike | Sequence[ArrayLike]) -> list[np.
     return [_to_numpy(a) for a in annotations]
 
 
-class SegmentBestIoU(_SumStateMetric):
+class SegmentBestIoU(_LabelMapMetric):
     """Segment-wise best IoU for BSD500 / VOC, pooled over all GT segments (protocols C.5).
 
     The score is segment-weighted: the mean over every GT segment of every image, not a mean
@@ -522,11 +533,7 @@ class SegmentBestIoU(_SumStateMetric):
     """
 
     def __init__(self, connectivity: int | None = 4, ignore_index: int | None = None) -> None:
-        super().__init__()
-        _check_connectivity(connectivity)
-        _check_ignore_index(ignore_index)
-        self.connectivity = connectivity
-        self.ignore_index = ignore_index
+        super().__init__(connectivity, ignore_index)
         for group in ("all", "fine", "coarse"):
             self._add_sum_state(f"sum_{group}")  # fixed point, see _FIXED_SCALE
             self._add_sum_state(f"n_{group}")
@@ -744,7 +751,7 @@ class ImageHungarianIoU(_SumStateMetric):
         }
 
 
-class RegionMeasures(_SumStateMetric):
+class RegionMeasures(_LabelMapMetric):
     """BSDS500 region benchmark (Arbelaez et al., TPAMI 2011): covering, PRI and VoI.
 
     Each image is scored against all its annotations: ``covering`` is the mean over annotations
@@ -771,11 +778,7 @@ class RegionMeasures(_SumStateMetric):
     higher_is_better = None  # covering and PRI: higher; VoI: lower
 
     def __init__(self, connectivity: int | None = None, ignore_index: int | None = None) -> None:
-        super().__init__()
-        _check_connectivity(connectivity)
-        _check_ignore_index(ignore_index)
-        self.connectivity = connectivity
-        self.ignore_index = ignore_index
+        super().__init__(connectivity, ignore_index)
         for name in ("covering", "pri", "voi"):
             self._add_sum_state(f"sum_{name}")  # fixed point, see _FIXED_SCALE
         self._add_sum_state("n_images")

@@ -4,8 +4,9 @@
         --ids 101085 14037 134035 --run FSF=outputs/table1/val_fsf_160px_T300 \
         --run SCF=outputs/table1/val_scf_160px_T300 \
         --run "Kim et al."=outputs/table1/val_fixed_160px_T300 --out docs/bsd500_val_examples.png
-    OMP_NUM_THREADS=1 python experiments/figures.py curves --root ../shared/data/BSDS500/data --split val \
-        --id 101085 --max-side 160 --max-iter 300 --out docs/bsd500_val_curves.png
+    OMP_NUM_THREADS=1 python experiments/figures.py curves \
+        --root ../shared/data/BSDS500/data --split val --id 101085 --max-side 160 \
+        --max-iter 300 --out docs/bsd500_val_curves.png
 
 These are the README's two figures; the run folders are those ``table1.py`` makes with
 ``--dynaseg-limit 20 --max-side 160 --max-iter 300``.

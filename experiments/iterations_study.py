@@ -143,7 +143,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="per-image CSVs (table1.py's, or another study's: its last T) to pool over the "
         "same images, one row each",
     )
-    parser.add_argument("overrides", nargs="*", help="more Hydra overrides (key=value)")
+    parser.add_argument(
+        "overrides", nargs="*", help="more Hydra overrides (key=value), before --compare"
+    )
     return parse_keeping_argv(parser, argv)
 
 

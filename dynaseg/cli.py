@@ -23,7 +23,6 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from dynaseg.batched import BatchedSegmenter
 from dynaseg.config import compose_config, options
 from dynaseg.data.base import resize_long_side
 from dynaseg.engine import SegmentationResult, Segmenter, image_seed
@@ -34,7 +33,8 @@ from dynaseg.images import (
     load_image,
     resize_labels,
 )
-from dynaseg.outputs import output_paths, write_outputs
+from dynaseg.outputs import FAILURE_FIELDS, output_paths, write_csv, write_outputs
+from dynaseg.report import write_report
 
 log = logging.getLogger("dynaseg")
 
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``dynaseg`` argument parser (one sub-command, ``segment``)."""
     parser = argparse.ArgumentParser(prog="dynaseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    report = commands.add_parser("report", help="(re)build report.html of a run or output folder")
+    report.add_argument("folder", type=Path, help="a run directory, a --out folder, or a multirun")
     seg = commands.add_parser("segment", help="segment images into <stem>_labels.png and friends")
     seg.add_argument("paths", nargs="+", help="image files, folders of images, or glob patterns")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
@@ -63,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=1, help="fit up to N same-size images together"
     )
     seg.add_argument("--compile", action="store_true", help="fuse each iteration (torch.compile)")
+    seg.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="forward-pass precision (default auto: bf16 where the hardware computes it natively)",
+    )
+    seg.add_argument(
+        "--paper",
+        action="store_true",
+        help="the paper's loop exactly: no convergence stop, float32 (with the defaults: the "
+        "silhouette threshold and T = 1000)",
+    )
     seg.add_argument("--resume", action="store_true", help="skip images whose outputs exist")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -88,6 +101,10 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
         overrides.append(f"stopping.threshold={args.threshold}")
     if args.compile:
         overrides.append("segmenter.compile=true")
+    if args.paper:
+        overrides.append("loop=paper")
+    if args.precision is not None:
+        overrides.append(f"precision={args.precision}")
     return overrides
 
 
@@ -132,7 +149,6 @@ class Session:
 
     def __init__(self, segmenter: Segmenter, args: argparse.Namespace, settings: dict) -> None:
         self.segmenter = segmenter
-        self.batched = BatchedSegmenter(segmenter) if args.batch_size > 1 else None
         self.args = args
         self.settings = settings
         self.pending: dict[tuple[int, ...], list[Job]] = {}
@@ -145,7 +161,7 @@ class Session:
 
     def submit(self, job: Job) -> None:
         """Fit now, or once ``--batch-size`` images of this size are waiting."""
-        if self.batched is None:
+        if self.args.batch_size == 1:
             self.run([job])
             return
         group = self.pending.setdefault(job.work.shape, [])
@@ -161,10 +177,10 @@ class Session:
     def run(self, jobs: list[Job]) -> None:
         seeds = [image_seed(self.args.seed, job.stem) for job in jobs]
         try:
-            if self.batched is None:
+            if len(jobs) == 1:
                 results = [self.fit_with_progress(jobs[0], seeds[0])]
             else:
-                results = self.batched.fit([job.work for job in jobs], seeds)
+                results = self.segmenter.fit_many([job.work for job in jobs], seeds)
         except (FloatingPointError, RuntimeError, ValueError) as error:
             results = [error] * len(jobs)
         for job, seed, result in zip(jobs, seeds, results, strict=True):
@@ -219,6 +235,7 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     settings = OmegaConf.to_container(config, resolve=True)
     settings.pop("segmenter")
     settings.update(max_side=args.max_side, compile=args.compile, batch_size=args.batch_size)
+    settings["precision"] = segmenter.resolved_precision
 
     paths, unmatched = collect_inputs(args.paths)
     session = Session(segmenter, args, settings)
@@ -244,6 +261,9 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if skipped:
         summary += f"; skipped {skipped} already done (--resume)"
     log.info(summary)
+    failures = [{"id": message.split(": ", 1)[0], "error": message} for message in session.failures]
+    write_csv(args.out / "failures.csv", failures, FAILURE_FIELDS)
+    log.info("report: %s", write_report(args.out))
     if session.failures:
         failures = session.failures
         log.error("%d input(s) failed:\n  %s", len(failures), "\n  ".join(failures))
@@ -256,6 +276,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "report":
+        try:
+            log.info("wrote %s", write_report(args.folder))
+        except FileNotFoundError as error:
+            log.error("%s", error)
+            return 1
+        return 0
     return segment_command(parser, args)
 
 

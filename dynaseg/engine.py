@@ -3,19 +3,24 @@
 A fresh, seeded network is fitted to a single image with no labels: every iteration takes the
 arg-max of the response map as its own target, and the loss balances feature similarity against
 spatial continuity with a weight μ that follows the current number of clusters q'. The fit stops
-after T updates, or as soon as q' reaches the stopping threshold (opt_nC from the silhouette
-phase, or a fixed number). Plain PyTorch: no Lightning or Hydra here.
+after T updates, as soon as q' reaches the stopping threshold (opt_nC from the silhouette
+phase, or a fixed number), or once the labels have stopped changing (the convergence rule),
+whichever comes first. Plain PyTorch: no Lightning or Hydra here.
 
-The loop keeps everything on the device: q' is counted with a bincount, μ is a tensor, the history
-is written into a preallocated tensor, and the response map stays in the convolution's layout.
+There is one loop, over a batch of B ≥ 1 same-size images, each with its own network, optimiser
+state, μ, q' and stopping (B = 1 is the ordinary case; B > 1 stacks the networks, see
+:mod:`dynaseg.batched`). The loop keeps everything on the device: q' and the changed-pixel
+fraction are counted there, μ is a tensor, the history is written into a preallocated tensor, and
+the host reads it in bursts (``sync_every``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -25,16 +30,24 @@ import torch
 from torch import Tensor, nn
 
 from dynaseg.backbones import CNNBackbone
+from dynaseg.batched import Functional, StackedNetworks
 from dynaseg.images import image_to_tensor
 from dynaseg.losses import continuity_loss, similarity_loss
 from dynaseg.model import SegmentationNet
-from dynaseg.stopping import SilhouetteStopping, ThresholdStopping
+from dynaseg.stopping import ConvergenceRule, SilhouetteStopping, ThresholdStopping
 from dynaseg.weighting import FixedWeighting, FSFWeighting, SCFWeighting
 
 Weighting = FixedWeighting | FSFWeighting | SCFWeighting
 Stopping = ThresholdStopping | SilhouetteStopping
 IterationCallback = Callable[[int, int, float], None]
-HISTORY_KEYS = ("q", "mu", "loss_sim", "loss_con")
+"""``(iteration, q', μ)`` of one image's forward pass."""
+BatchCallback = Callable[[int, int, int, float], None]
+"""``(member, iteration, q', μ)``: the same for member ``member`` of a batch."""
+HISTORY_KEYS = ("q", "mu", "loss_sim", "loss_con", "changed")
+"""Per forward pass: q', μ, the two loss terms, and the fraction of pixels whose label differs
+from the previous pass's (1 at iteration 0, where there is none)."""
+STOP_REASONS = ("threshold", "converged", "max_iter")
+log = logging.getLogger(__name__)
 
 
 def image_seed(seed: int, image_id: str) -> int:
@@ -72,14 +85,17 @@ class SegmentationResult:
     iterations: int
     """Parameter updates made (≤ T)."""
     stop_reason: str
-    """``"threshold"`` (q' reached the threshold) or ``"max_iter"`` (T updates done)."""
+    """``"threshold"`` (q' reached the threshold), ``"converged"`` (the labels settled) or
+    ``"max_iter"`` (T updates done)."""
     threshold: int
     """The q' threshold in force."""
     opt_nc: int | None
     """The silhouette estimate of the number of clusters (None with a fixed threshold)."""
     seconds: float
+    """Wall time from the start of the fit until this image stopped (in a batch, the batch's
+    start: a member that stops early reports less than the others)."""
     history: dict[str, list[float]] = field(repr=False)
-    """Per forward pass: q', μ and the two loss terms (the last pass makes no update)."""
+    """Per forward pass, :data:`HISTORY_KEYS` (the last pass makes no update)."""
     snapshots: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     """Label maps at the iterations asked for with ``fit(snapshots=…)`` that the fit reached."""
 
@@ -120,13 +136,109 @@ def forward_losses(
     return target, n_labels, similarity_loss(response, target), continuity_loss(response)
 
 
+def changed_fraction(target: Tensor, previous: Tensor) -> Tensor:
+    """Per batch member, the fraction of pixels whose label differs between two passes.
+
+    >>> changed_fraction(torch.tensor([[[0, 1], [2, 2]]]), torch.tensor([[[0, 1], [2, 0]]]))
+    tensor([0.2500])
+    """
+    return (target != previous).flatten(1).float().mean(1)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bfloat16 convolutions natively (a CUDA GPU that supports
+    them; a CPU with AVX-512 BF16 or AMX through oneDNN), where emulated bf16 would be slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return False
+
+
+def _functional_losses(
+    template: nn.Module, state: dict[str, Tensor], x: Tensor, n_clusters: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`forward_losses` of ``template`` run on another network's parameters and buffers
+    (what ``compile`` traces: the tensors are inputs, so each image's network reuses it)."""
+    return forward_losses(Functional(template, state), x, n_clusters)
+
+
+def structure_key(net: nn.Module) -> int:
+    """Equal for networks that one compiled forward pass can serve."""
+    return hash(
+        (
+            str(next(net.parameters()).device),
+            *((n, tuple(p.shape)) for n, p in net.state_dict().items()),
+        )
+    )
+
+
+class _CompiledOrEager:
+    """``torch.compile(fn)``, falling back to ``fn`` with one warning where it cannot compile
+    (no C++ compiler, an unsupported platform): ``compile`` is a speed option, never a failure.
+
+    The graph takes the network's tensors as inputs (see :func:`_functional_losses`), so every
+    image of a size already seen reuses it; each new size compiles once (the forward pass
+    specialises on the image size, so dynamic shapes do not apply).
+    """
+
+    warned = False
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.eager = fn
+        self.compiled: Callable[..., Any] | None = torch.compile(fn)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args)
+            except torch._dynamo.exc.BackendCompilerFailed as error:
+                self.compiled = None
+                if not _CompiledOrEager.warned:
+                    _CompiledOrEager.warned = True
+                    cause = str(error.inner_exception).strip().splitlines()[0]
+                    log.warning("torch.compile is unavailable (%s); running eager", cause)
+        return self.eager(*args)
+
+
+@dataclass
+class _Members:
+    """The host's view of a batch's members while the fit runs."""
+
+    thresholds: list[int]
+    active: list[bool]
+    stop_at: list[int]
+    reasons: list[str]
+    seconds: list[float]
+    still: list[int]
+    labels: list[Tensor | None]
+    errors: dict[int, FloatingPointError]
+
+    @classmethod
+    def start(cls, thresholds: list[int], max_iter: int) -> _Members:
+        n = len(thresholds)
+        return cls(
+            thresholds,
+            [True] * n,
+            [max_iter] * n,
+            ["max_iter"] * n,
+            [0.0] * n,
+            [0] * n,
+            [None] * n,
+            {},
+        )
+
+
 class Segmenter:
-    """Segments images one at a time with DynaSeg; configure once, call :meth:`fit` per image.
+    """Segments images with DynaSeg; configure once, call :meth:`fit` per image (or
+    :meth:`fit_many` for a batch of same-size images fitted together).
 
     Args:
         backbone: factory of a fresh feature extractor (called once per image).
         weighting: μ as a function of q' (``FSFWeighting``, ``SCFWeighting``, ``FixedWeighting``).
         stopping: the stopping threshold (``SilhouetteStopping`` or ``ThresholdStopping``).
+        convergence: also stop once the labels have settled (None: never; the paper's loop).
+            ``ThresholdStopping(0)`` means "no early stop of any kind" and switches it off.
         n_clusters: q, the channels of the response map (the most clusters possible).
         max_iter: T, the most parameter updates.
         optimizer: factory ``params -> Optimizer``; default SGD(lr 0.1, momentum 0.9, wd 1e-4).
@@ -134,13 +246,15 @@ class Segmenter:
         channels_last: NHWC activations: faster convolutions, but PyTorch's CPU BatchNorm loses
             precision in this layout (errors near 1e-2), so it is off by default; with
             ``compile`` the fused BatchNorm is exact in either layout.
-        compile: fuse each iteration's forward and losses with ``torch.compile`` (compiled once
-            per image size and reused across images; the first call pays the compilation).
+        compile: fuse each iteration's forward and losses with ``torch.compile`` (reused across
+            images; a second image size switches to dynamic shapes instead of compiling per
+            size). Without a working compiler it runs eager, with one warning.
         sync_every: read q' on the host every this many iterations (None: every iteration on
             CPU, where it is free, every 25 on GPU, so the device never waits for the host).
-            The labels of the exact iteration at which the stopping rule fired are returned.
+            The labels of the exact iteration at which a stopping rule fired are returned.
         precision: ``"bf16"`` runs the forward pass under bfloat16 autocast (GPUs, and CPUs
-            with AVX-512 BF16); the losses and the optimiser stay in float32.
+            with AVX-512 BF16); the losses and the optimiser stay in float32. ``"auto"``: bf16
+            where the device computes it natively (:func:`native_bf16`), else ``"fp32"``.
     """
 
     def __init__(
@@ -156,18 +270,20 @@ class Segmenter:
         compile: bool = False,
         sync_every: int | None = None,
         precision: str = "fp32",
+        convergence: ConvergenceRule | None = None,
     ) -> None:
         if max_iter < 1:
             raise ValueError(f"max_iter (T) must be >= 1, got {max_iter}")
         if n_clusters < 2:
             raise ValueError(f"n_clusters (q) must be >= 2, got {n_clusters}")
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
         if sync_every is not None and sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
         self.backbone = backbone
         self.weighting = weighting if weighting is not None else FSFWeighting()
         self.stopping = stopping if stopping is not None else SilhouetteStopping()
+        self.convergence = convergence
         self.n_clusters = n_clusters
         self.max_iter = max_iter
         self.optimizer = optimizer or partial(
@@ -177,7 +293,15 @@ class Segmenter:
         self.channels_last = channels_last
         self.sync_every = sync_every
         self.precision = precision
-        self.forward_losses = torch.compile(forward_losses) if compile else forward_losses
+        self.compile = compile
+        self._compiled: dict[int, Callable[..., Any]] = {}
+        """Per network structure, its compiled forward pass (one image, or a stack)."""
+
+    @property
+    def convergence_rule(self) -> ConvergenceRule | None:
+        """The convergence rule in force (none under ``ThresholdStopping(0)``)."""
+        never = isinstance(self.stopping, ThresholdStopping) and self.stopping.threshold == 0
+        return None if never else self.convergence
 
     def build_network(self, seed: int) -> SegmentationNet:
         """A freshly initialised network, seeded without touching the global RNG state."""
@@ -211,75 +335,198 @@ class Segmenter:
         Raises:
             FloatingPointError: the loss became non-finite (the message names the iteration).
         """
-        start = time.perf_counter()
-        x = to_tensor(image).to(self.device)[None]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        net = self.build_network(seed)
-        optimizer = self.optimizer(net.parameter_groups())
-        threshold, opt_nc = self.stopping.resolve(x[0], lambda: net.backbone(x)[0], seed)
+        callback = None if on_iteration is None else lambda _, *rest: on_iteration(*rest)
+        (result,) = self.fit_many([image], [seed], callback, snapshots)
+        if isinstance(result, FloatingPointError):
+            raise result
+        return result
 
-        every = self.sync_every or (1 if self.device.type == "cpu" else 25)
-        history = torch.zeros(self.max_iter + 1, len(HISTORY_KEYS), device=self.device)
-        recent = torch.zeros((every, *x.shape[2:]), dtype=torch.int16, device=self.device)
-        stop_reason, checked = "max_iter", 0
-        kept: dict[int, Tensor] = {}
+    def fit_many(
+        self,
+        images: Sequence[np.ndarray | Tensor],
+        seeds: Sequence[int],
+        on_iteration: BatchCallback | None = None,
+        snapshots: Collection[int] = (),
+    ) -> list[SegmentationResult | FloatingPointError]:
+        """Fit one fresh network per image, all together: the one DynaSeg loop.
+
+        Each image gets the network ``build_network(seed)`` gives it, its own optimiser state,
+        μ, q' and stopping; one that stops keeps the labels of that exact iteration while the
+        others go on. Arguments as :meth:`fit`, one seed per image; ``on_iteration`` also gets
+        the member's index.
+
+        Returns:
+            One result per image, in order; an image whose loss became non-finite gets the
+            ``FloatingPointError`` naming the iteration instead, and the others are unaffected.
+        """
+        if len(images) != len(seeds) or not images:
+            raise ValueError(f"need one seed per image, got {len(images)} and {len(seeds)}")
+        start = time.perf_counter()
+        tensors = [to_tensor(image) for image in images]
+        if len({tuple(x.shape) for x in tensors}) != 1:
+            raise ValueError("all images of a batch must have the same size")
+        xs = torch.stack(tensors).to(self.device)
+        if self.channels_last:
+            xs = xs.contiguous(memory_format=torch.channels_last)
+        nets = [self.build_network(seed) for seed in seeds]
+        resolved = [
+            self.stopping.resolve(x, lambda net=net, x=x: net.backbone(x[None])[0], seed)
+            for net, x, seed in zip(nets, xs, seeds, strict=True)
+        ]
+        members = _Members.start([threshold for threshold, _ in resolved], self.max_iter)
+        step, groups = self._step(nets)
+        optimizer = self.optimizer(groups)
+        convergence = self.convergence_rule
+
+        batch, every = len(nets), self.sync_every or (1 if self.device.type == "cpu" else 25)
+        history = torch.zeros(self.max_iter + 1, batch, len(HISTORY_KEYS), device=self.device)
+        recent = torch.zeros((every, batch, *xs.shape[2:]), dtype=torch.int16, device=self.device)
+        active = torch.ones(batch, dtype=torch.bool, device=self.device)
+        kept: list[dict[int, Tensor]] = [{} for _ in nets]
+        checked = 0
         for iteration in range(self.max_iter + 1):
             with self.autocast():
-                target, n_labels, loss_sim, loss_con = self.forward_losses(net, x, self.n_clusters)
-            mu = self.weighting(n_labels)
+                target, n_labels, loss_sim, loss_con = step(xs)
+            mu = torch.broadcast_to(self.weighting(n_labels), n_labels.shape)
+            target = target.to(torch.int16)
+            if iteration == 0:
+                changed = torch.ones(batch, device=self.device)
+            else:
+                changed = changed_fraction(target, recent[(iteration - 1) % every])
             history[iteration] = torch.stack(
-                [n_labels.float(), mu, loss_sim.detach(), loss_con.detach()]
+                [n_labels.float(), mu, loss_sim.detach(), loss_con.detach(), changed], 1
             )
-            recent[iteration % every] = target[0]
+            recent[iteration % every] = target
             if iteration in snapshots:
-                kept[iteration] = target[0].cpu()
+                for b in range(batch):
+                    if members.active[b]:
+                        kept[b][iteration] = target[b].cpu()
             if (iteration + 1) % every == 0 or iteration == self.max_iter:
-                fired = self._check(history, checked, iteration, threshold, on_iteration)
-                if fired is not None:
-                    iteration, stop_reason = fired, "threshold"
-                    break
+                self._check(
+                    history, recent, checked, iteration, members, convergence, start, on_iteration
+                )
                 checked = iteration + 1
-            if iteration == self.max_iter:
-                break
+                if not any(members.active):
+                    break
+                if not all(members.active):
+                    active = torch.tensor(members.active, device=self.device)
             optimizer.zero_grad(set_to_none=True)
-            (loss_sim + mu * loss_con).backward()
+            losses = loss_sim + mu * loss_con
+            torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
             optimizer.step()
-        labels = relabel_by_size(recent[iteration % every].cpu().numpy())
-        recorded = history[: iteration + 1].cpu().T.tolist()
-        return SegmentationResult(
-            labels=labels,
-            iterations=iteration,
-            stop_reason=stop_reason,
-            threshold=threshold,
-            opt_nc=opt_nc,
-            seconds=time.perf_counter() - start,
-            history=dict(zip(HISTORY_KEYS, recorded, strict=True)),
-            snapshots={t: relabel_by_size(kept[t].numpy()) for t in sorted(kept) if t <= iteration},
-        )
+        results: list[SegmentationResult | FloatingPointError] = []
+        for b, (threshold, opt_nc) in enumerate(resolved):
+            if b in members.errors:
+                results.append(members.errors[b])
+                continue
+            last = members.stop_at[b]
+            rows = history[: last + 1, b].cpu().T.tolist()
+            results.append(
+                SegmentationResult(
+                    labels=relabel_by_size(members.labels[b].numpy()),
+                    iterations=last,
+                    stop_reason=members.reasons[b],
+                    threshold=threshold,
+                    opt_nc=opt_nc,
+                    seconds=members.seconds[b],
+                    history=dict(zip(HISTORY_KEYS, rows, strict=True)),
+                    snapshots={
+                        t: relabel_by_size(kept[b][t].numpy()) for t in sorted(kept[b]) if t <= last
+                    },
+                )
+            )
+        return results
+
+    def _step(
+        self, nets: list[SegmentationNet]
+    ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]], list[dict]]:
+        """The batch's forward pass ``xs -> (target, q', L_sim, L_con)``, each with a leading
+        batch axis, and its optimiser parameter groups: the network itself for one image, the
+        networks stacked and vectorised for several."""
+        if len(nets) == 1:
+            net = nets[0]
+            forward = partial(forward_losses, net)
+            if self.compile:
+                # Compiled over the network's tensors with a template that is built once, so
+                # that a new network (every image) is no new graph; new sizes go dynamic.
+                key = structure_key(net)
+                if key not in self._compiled:
+                    self._compiled[key] = _CompiledOrEager(
+                        partial(_functional_losses, self.build_network(0))
+                    )
+                state = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+                forward = partial(self._compiled[key], state)
+
+            def single(xs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                target, n_labels, loss_sim, loss_con = forward(xs, self.n_clusters)
+                return target, n_labels[None], loss_sim[None], loss_con[None]
+
+            return single, net.parameter_groups()
+        stacked = StackedNetworks(nets)
+        if not self.compile:
+            return partial(stacked.call, stacked.vectorised(forward_losses, self.n_clusters)), (
+                stacked.parameter_groups()
+            )
+        if stacked.structure not in self._compiled:
+            forward = stacked.vectorised(forward_losses, self.n_clusters)
+            self._compiled[stacked.structure] = _CompiledOrEager(forward)
+        return partial(stacked.call, self._compiled[stacked.structure]), stacked.parameter_groups()
+
+    @property
+    def resolved_precision(self) -> str:
+        """``"fp32"`` or ``"bf16"``: the precision in force on this device."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if native_bf16(self.device) else "fp32"
 
     def autocast(self) -> torch.autocast:
         """The forward pass's autocast context (a no-op in float32)."""
         return torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"
+            self.device.type, dtype=torch.bfloat16, enabled=self.resolved_precision == "bf16"
         )
 
     @staticmethod
     def _check(
         history: Tensor,
+        recent: Tensor,
         first: int,
         last: int,
-        threshold: int,
-        on_iteration: IterationCallback | None,
-    ) -> int | None:
-        """Read iterations ``first…last`` on the host (one synchronisation); return the first at
-        which q' ≤ threshold, if any. Raises on the first non-finite loss."""
-        for offset, (q, mu, loss_sim, loss_con) in enumerate(history[first : last + 1].tolist()):
+        members: _Members,
+        convergence: ConvergenceRule | None,
+        start: float,
+        on_iteration: BatchCallback | None,
+    ) -> None:
+        """Read iterations ``first…last`` on the host (one synchronisation) and stop every
+        member at the first of them where a rule fires (threshold, then convergence, then T),
+        keeping that iteration's labels; a non-finite loss fails the member."""
+        rows = history[first : last + 1].tolist()
+        max_iter = history.shape[0] - 1
+        for offset, row in enumerate(rows):
             iteration = first + offset
-            if not math.isfinite(loss_sim + mu * loss_con):
-                raise FloatingPointError(f"non-finite loss at iteration {iteration}")
-            if on_iteration is not None:
-                on_iteration(iteration, int(q), mu)
-            if q <= threshold:
-                return iteration
-        return None
+            for b, (q, mu, loss_sim, loss_con, changed) in enumerate(row):
+                if not members.active[b]:
+                    continue
+                if not math.isfinite(loss_sim + mu * loss_con):
+                    members.errors[b] = FloatingPointError(
+                        f"non-finite loss at iteration {iteration}"
+                    )
+                    members.active[b] = False
+                    continue
+                if on_iteration is not None:
+                    on_iteration(b, iteration, int(q), mu)
+                reason = None
+                if convergence is not None:
+                    members.still[b] = convergence.streak(members.still[b], changed)
+                if q <= members.thresholds[b]:
+                    reason = "threshold"
+                elif convergence is not None and members.still[b] >= convergence.window:
+                    reason = "converged"
+                elif iteration == max_iter:
+                    reason = "max_iter"
+                if reason is not None:
+                    members.active[b] = False
+                    members.stop_at[b] = iteration
+                    members.reasons[b] = reason
+                    members.seconds[b] = time.perf_counter() - start
+                    # A copy: on a CPU .cpu() is a view of the buffer, which later passes overwrite.
+                    members.labels[b] = recent[iteration % recent.shape[0], b].cpu().clone()

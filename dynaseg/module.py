@@ -15,8 +15,6 @@ scores them exactly as a fresh prediction: the metric states are integer sums, s
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -33,10 +31,10 @@ from PIL import Image
 from torch import nn
 from torchmetrics import Metric
 
-from dynaseg.batched import BatchedSegmenter
 from dynaseg.engine import SegmentationResult, Segmenter, image_seed
 from dynaseg.images import resize_labels
-from dynaseg.outputs import atomic_write, label_image, overlay, save_json, save_png
+from dynaseg.outputs import FAILURE_FIELDS, label_image, overlay, save_json, save_png, write_csv
+from dynaseg.report import PICTURE_COLUMNS, report_pictures, save_report_pictures, write_report
 
 log = logging.getLogger(__name__)
 RECORD_FIELDS = ["id", "n_clusters", "iterations", "stop_reason", "threshold", "opt_nc", "seconds"]
@@ -88,15 +86,6 @@ def one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    """Atomically write rows as CSV with these columns (missing values left empty)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, lambda handle: handle.write(buffer.getvalue().encode()))
-
-
 class DynaSegModule(LightningModule):
     """Segments every test image with its own fit and scores the predictions.
 
@@ -128,7 +117,6 @@ class DynaSegModule(LightningModule):
     ) -> None:
         super().__init__()
         self.segmenter = segmenter
-        self.batched = BatchedSegmenter(segmenter)
         self.metrics = nn.ModuleDict(metrics)
         self.seed = seed
         self.output_dir = Path(output_dir)
@@ -170,7 +158,7 @@ class DynaSegModule(LightningModule):
             seeds = [image_seed(self.seed, sample["id"]) for sample in group]
             try:
                 with torch.enable_grad():
-                    results = self.batched.fit([sample["image"] for sample in group], seeds)
+                    results = self.segmenter.fit_many([sample["image"] for sample in group], seeds)
             except FIT_ERRORS as error:
                 results = [error] * len(group)
             for sample, result in zip(group, results, strict=True):
@@ -192,9 +180,10 @@ class DynaSegModule(LightningModule):
         save_png(self.path("predictions", item_id, ".png"), labels)
         record: dict[str, Any] = {"id": item_id, **result.summary()}
         record.update(self.score(labels, sample["gt"]))
+        image = (sample["image"].permute(1, 2, 0) * 255).round().byte().numpy()
+        save_report_pictures(self.output_dir, item_id, image, sample["gt"].numpy())
         if self.n_overlays < self.save_overlays:
             self.n_overlays += 1
-            image = (sample["image"].permute(1, 2, 0) * 255).round().byte().numpy()
             save_png(self.path("overlays", item_id, ".png"), overlay(image, result.labels))
             record["history"] = result.history
         # The record marks the image done: it must never be on disk before the prediction.
@@ -244,7 +233,7 @@ class DynaSegModule(LightningModule):
         log.error("%s", message)
         self.failures.append({"id": item_id, "error": message})
         if self.strict:
-            write_csv(self.output_dir / "failures.csv", self.failures, ["id", "error"])
+            write_csv(self.output_dir / "failures.csv", self.failures, FAILURE_FIELDS)
             raise ImageFailure(message)
 
     def on_test_epoch_end(self) -> None:
@@ -264,6 +253,7 @@ class DynaSegModule(LightningModule):
         }
         if self.trainer.is_global_zero:
             self.write_run_files(records, failures)
+            log.info("report: %s", write_report(self.output_dir))
             self.log_results(scores, records, curves)
             if n_resumed:
                 log.info("%d image(s) were done earlier and read back (resume)", n_resumed)
@@ -280,7 +270,7 @@ class DynaSegModule(LightningModule):
             {key for row in records for key in row} - {*RECORD_FIELDS, *NOT_IN_CSV}
         )
         write_csv(self.output_dir / "per_image.csv", records, RECORD_FIELDS + score_fields)
-        write_csv(self.output_dir / "failures.csv", failures, ["id", "error"])
+        write_csv(self.output_dir / "failures.csv", failures, FAILURE_FIELDS)
         save_json(self.output_dir / "metrics.json", self.summary)
 
     def log_results(
@@ -297,10 +287,14 @@ class DynaSegModule(LightningModule):
                     "summary", columns=["run", *scores], data=[[self.run_name, *scores.values()]]
                 )
                 columns = sorted({key for row in records for key in row} - NOT_IN_CSV)
+                pictures = report_pictures(self.output_dir, [row["id"] for row in records])
                 logger.log_table(
                     "per_image",
-                    columns=columns,
-                    data=[[row.get(column) for column in columns] for row in records],
+                    columns=[*columns, *PICTURE_COLUMNS],
+                    data=[
+                        [row.get(column) for column in columns] + pictures[row["id"]]
+                        for row in records
+                    ],
                 )
                 overlays = sorted((self.output_dir / "overlays").glob("*.png"))
                 if overlays:

@@ -10,6 +10,8 @@ half-written file under a final name.
 from __future__ import annotations
 
 import colorsys
+import csv
+import io
 import json
 import os
 import tempfile
@@ -47,6 +49,19 @@ def save_json(path: Path, record: dict[str, Any]) -> None:
     """Atomically save a JSON record."""
     text = json.dumps(record, indent=2, sort_keys=False) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    """Atomically write rows as CSV with these columns (missing values left empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda handle: handle.write(buffer.getvalue().encode()))
+
+
+FAILURE_FIELDS = ["id", "error"]
+"""The columns of ``failures.csv``: the input and one line naming the file and the cause."""
 
 
 def label_image(labels: np.ndarray) -> np.ndarray:

@@ -124,3 +124,45 @@ def estimate_n_clusters(
     labels = kmeans_batched(points, ks, generator, n_iter)
     scores = silhouette_scores(torch.cdist(points, points), labels, top)
     return ks[int(scores.argmax())]
+
+
+class ConvergenceRule:
+    """Stop once the labels have settled: the fraction of pixels whose label changed since the
+    previous iteration stayed below ``tolerance`` for ``window`` consecutive iterations.
+
+    The q' threshold alone rarely fires on natural images (opt_nC sits below the q' at which the
+    fit settles), so without this rule a fit runs all T iterations long after its labels stopped
+    moving. It combines with the threshold: the fit stops at whichever fires first.
+
+    Args:
+        tolerance: ε, the changed fraction below which an iteration counts as still.
+        window: w, the still iterations in a row that end the fit.
+    """
+
+    def __init__(self, tolerance: float = 0.005, window: int = 10) -> None:
+        if not 0 < tolerance <= 1:
+            raise ValueError(f"tolerance must be in (0, 1], got {tolerance}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.tolerance = tolerance
+        self.window = window
+
+    def streak(self, still: int, changed: float) -> int:
+        """The run of still iterations after one more iteration with this changed fraction."""
+        return still + 1 if changed < self.tolerance else 0
+
+    def first_stop(self, changed: list[float]) -> int | None:
+        """The first iteration at which the rule fires on this history, if any.
+
+        >>> ConvergenceRule(0.1, 2).first_stop([1.0, 0.5, 0.05, 0.2, 0.01, 0.0, 0.0])
+        5
+        """
+        still = 0
+        for iteration, value in enumerate(changed):
+            still = self.streak(still, value)
+            if still >= self.window:
+                return iteration
+        return None
+
+    def __repr__(self) -> str:
+        return f"ConvergenceRule(tolerance={self.tolerance}, window={self.window})"

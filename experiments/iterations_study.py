@@ -21,11 +21,12 @@ import argparse
 import csv
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from tables import HEADER, cells, dataset_arguments, markdown, parse_keeping_argv, pool, read_rows
+from tables import HEADER, cells, markdown, parse_keeping_argv, pool, read_rows, study_arguments
 
 from dynaseg.config import compose_config
 from dynaseg.engine import image_seed
@@ -127,14 +128,45 @@ def report(args: argparse.Namespace, rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def study_config(
+    args: argparse.Namespace, experiment: str, max_iter: int, overrides: list[str] = ()
+) -> Any:
+    """The run config of a study: the preset on the chosen split and subset, T = ``max_iter``."""
+    return compose_config(
+        "run",
+        [
+            f"+experiment={experiment}",
+            f"dataset.root={args.root.resolve()}",
+            f"dataset.split={args.split}",
+            f"dataset.limit={args.limit or 'null'}",
+            f"dataset.max_side={args.max_side or 'null'}",
+            f"max_iter={max_iter}",
+            *overrides,
+        ],
+    )
+
+
+def local_metrics(config: Any) -> dict[str, Any]:
+    """The run's metrics, scoring in this process only (no sync)."""
+    metrics = {name: instantiate(config.metric[name]) for name in config.metric}
+    for metric in metrics.values():
+        metric.sync_on_compute = False
+    return metrics
+
+
+def pending(dataset: Any, csv_path: Path) -> Iterator[dict[str, Any]]:
+    """The samples a study's CSV does not hold yet (a rerun skips the others)."""
+    done = {row["id"] for row in read_rows(csv_path)} if csv_path.is_file() else set()
+    for item_id in dataset.ids:
+        if item_id not in done:
+            yield dataset.load(item_id)
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    dataset_arguments(parser, "train")
-    parser.add_argument("--limit", type=int, help="first N images of the split")
+    study_arguments(parser)
     parser.add_argument("--experiment", default="bsd_fsf_cnn", help="preset under conf/experiment")
-    parser.add_argument("--max-side", type=int, help="long side of the fitted input (none: native)")
     parser.add_argument("--checkpoints", type=int, nargs="+", default=[0, 50, 100, 300, 1000])
-    parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
     parser.add_argument(
         "--compare",
         type=Path,
@@ -152,32 +184,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     checkpoints = sorted(set(args.checkpoints))
-    config = compose_config(
-        "run",
-        [
-            f"+experiment={args.experiment}",
-            f"dataset.root={args.root.resolve()}",
-            f"dataset.split={args.split}",
-            f"dataset.limit={args.limit or 'null'}",
-            f"dataset.max_side={args.max_side or 'null'}",
-            f"max_iter={checkpoints[-1]}",
-            *args.overrides,
-        ],
-    )
+    config = study_config(args, args.experiment, checkpoints[-1], args.overrides)
     segmenter = instantiate(config.segmenter)
     dataset = instantiate(config.dataset)
-    metrics = {name: instantiate(config.metric[name]) for name in config.metric}
-    for metric in metrics.values():
-        metric.sync_on_compute = False
+    metrics = local_metrics(config)
     csv_path = args.out.with_suffix(".csv")
-    done = {row["id"] for row in read_rows(csv_path)} if csv_path.is_file() else set()
-    for item_id in dataset.ids:
-        if item_id in done:
-            continue
-        rows = study_image(config, segmenter, metrics, dataset.load(item_id), checkpoints)
+    for sample in pending(dataset, csv_path):
+        rows = study_image(config, segmenter, metrics, sample, checkpoints)
         append_rows(csv_path, rows)
         print(
-            f"{item_id}: "
+            f"{sample['id']}: "
             + ", ".join(  # noqa: T201 - progress for the user
                 f"T={row['t']} All {row['bsd500/all']:.3f}" for row in rows
             ),

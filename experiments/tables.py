@@ -98,6 +98,14 @@ def dataset_arguments(parser: argparse.ArgumentParser, split: str = "val") -> No
     parser.add_argument("--split", default=split, choices=("train", "val", "test"))
 
 
+def study_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--root``/``--split`` (train by default) and the image subset options of the studies."""
+    dataset_arguments(parser, "train")
+    parser.add_argument("--limit", type=int, help="first N images of the split")
+    parser.add_argument("--max-side", type=int, help="long side of the fitted input (none: native)")
+    parser.add_argument("--out", type=Path, required=True, help="output path without suffix")
+
+
 def parse_keeping_argv(
     parser: argparse.ArgumentParser, argv: list[str] | None
 ) -> argparse.Namespace:

@@ -185,12 +185,12 @@ class DivergingSegmenter(Segmenter):
         super().__init__(**kwargs)
         self.diverge_width = diverge_width
 
-    def fit(self, image, seed=0, on_iteration=None):
-        if image.shape[-1] != self.diverge_width:
-            return super().fit(image, seed, on_iteration)
+    def fit_many(self, images, seeds, *args, **kwargs):
+        if images[0].shape[-1] != self.diverge_width:
+            return super().fit_many(images, seeds, *args, **kwargs)
         steady, self.optimizer = self.optimizer, partial(torch.optim.SGD, lr=1e30)
         try:
-            return super().fit(image, seed, on_iteration)
+            return super().fit_many(images, seeds, *args, **kwargs)
         finally:
             self.optimizer = steady
 

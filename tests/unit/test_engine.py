@@ -1,10 +1,15 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from dynaseg.backbones import CNNBackbone
-from dynaseg.engine import Segmenter, image_seed, relabel_by_size
-from dynaseg.stopping import SilhouetteStopping, ThresholdStopping
+from dynaseg.engine import Segmenter, changed_fraction, image_seed, relabel_by_size
+from dynaseg.stopping import ConvergenceRule, SilhouetteStopping, ThresholdStopping
 from dynaseg.weighting import FixedWeighting, SCFWeighting
 from tests.synthetic import region_image
 
@@ -166,3 +171,100 @@ def test_bf16_forward_runs_close_to_float32(three_regions):
     np.testing.assert_allclose(bf16.history["loss_sim"], fp32.history["loss_sim"], rtol=0.05)
     with pytest.raises(ValueError, match="precision"):
         Segmenter(precision="fp16")
+
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "engine_before.npz"
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("fsf_silhouette", {"stopping": SilhouetteStopping(k_min=2, k_max=6, n_samples=300)}),
+        ("scf_thr0", {"weighting": SCFWeighting(50.0), "stopping": ThresholdStopping(0)}),
+        ("fixed_thr4", {"weighting": FixedWeighting(5.0), "stopping": ThresholdStopping(4)}),
+    ],
+)
+def test_one_image_fits_are_bit_identical_to_the_two_loop_engine(name, settings):
+    """The fixture was recorded by ``Segmenter.fit`` before the two loops became one."""
+    recorded = np.load(FIXTURE)
+    result = small_segmenter(max_iter=40, **settings).fit(recorded["image"], seed=11)
+    assert result.iterations == int(recorded[f"{name}/iterations"])
+    assert np.array_equal(result.labels, recorded[f"{name}/labels"])
+    for key in ("q", "mu", "loss_sim", "loss_con"):
+        assert np.array_equal(np.array(result.history[key]), recorded[f"{name}/{key}"]), key
+
+
+def frozen(params: object) -> torch.optim.Optimizer:
+    """An optimiser that never moves the weights, so the labels never change."""
+    return torch.optim.SGD(params, lr=0.0)
+
+
+def test_changed_fraction_is_zero_for_a_frozen_network_and_converges_after_the_window(
+    three_regions,
+):
+    image, _ = three_regions
+    result = small_segmenter(
+        max_iter=20,
+        optimizer=frozen,
+        stopping=ThresholdStopping(1),
+        convergence=ConvergenceRule(0.01, 3),
+    ).fit(image, seed=0)
+    assert result.history["changed"] == [1.0, 0.0, 0.0, 0.0]
+    assert (result.iterations, result.stop_reason) == (3, "converged")
+
+
+def test_changed_fraction_counts_every_pixel_that_changed():
+    previous = torch.zeros(2, 3, 4, dtype=torch.int16)
+    target = previous + 1
+    target[1, 0, :2] = 0  # two of twelve pixels keep their label in the second image
+    assert changed_fraction(target, previous).tolist() == pytest.approx([1.0, 10 / 12])
+
+
+def test_the_threshold_fires_before_convergence_and_zero_means_no_early_stop(three_regions):
+    image, _ = three_regions
+    still = ConvergenceRule(0.5, 1)
+    first = small_segmenter(max_iter=30, stopping=ThresholdStopping(16), convergence=still)
+    assert first.fit(image, seed=0).stop_reason == "threshold"  # q' = 16 at iteration 0
+    never = small_segmenter(max_iter=6, stopping=ThresholdStopping(0), convergence=still)
+    assert never.convergence_rule is None
+    result = never.fit(image, seed=0)
+    assert (result.iterations, result.stop_reason) == (6, "max_iter")
+
+
+def test_compile_without_a_cxx_compiler_runs_eager_with_one_warning(tmp_path):
+    script = """
+import logging, numpy as np, torch
+from torch._inductor import config
+config.cpp.cxx = ("/nonexistent/c++",)
+from dynaseg.backbones import CNNBackbone
+from dynaseg.engine import Segmenter
+from dynaseg.stopping import ThresholdStopping
+logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+image = np.random.default_rng(0).integers(0, 255, (12, 14, 3), dtype=np.uint8)
+kwargs = dict(backbone=lambda: CNNBackbone(8, 1), n_clusters=8, max_iter=2,
+              stopping=ThresholdStopping(0))
+compiled = Segmenter(compile=True, **kwargs)
+for seed in (0, 1):
+    a, b = compiled.fit(image, seed), Segmenter(**kwargs).fit(image, seed)
+    assert np.array_equal(a.labels, b.labels) and a.history == b.history
+print("same")
+"""
+    env = os.environ | {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path), "PYTHONPATH": os.getcwd()}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "same"
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("dynaseg.engine")]
+    assert len(warnings) == 1 and "running eager" in warnings[0], done.stderr[-2000:]
+
+
+def test_compiled_fits_reuse_one_graph_per_image_size():
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    method = small_segmenter(max_iter=2, stopping=ThresholdStopping(0), compile=True)
+    rng = np.random.default_rng(0)
+    for height, width in [(12, 14), (12, 14), (12, 14), (13, 15), (13, 15)]:
+        method.fit(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), seed=height)
+    assert counters["stats"]["unique_graphs"] == 2  # a new network per image is no new graph

@@ -538,6 +538,7 @@ def test_states_keep_exact_dtypes(name):
     assert out["miou" if "miou" in out else "all"].dtype == torch.float64
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_dataset_metric_on_gpu_equals_cpu():
     rng = np.random.default_rng(0)

@@ -3,7 +3,12 @@ import pytest
 import torch
 
 from dynaseg.engine import to_tensor
-from dynaseg.stopping import SilhouetteStopping, ThresholdStopping, estimate_n_clusters
+from dynaseg.stopping import (
+    ConvergenceRule,
+    SilhouetteStopping,
+    ThresholdStopping,
+    estimate_n_clusters,
+)
 from tests.synthetic import region_image
 
 
@@ -67,3 +72,23 @@ def test_silhouette_arguments_are_validated(kwargs, message):
 def test_negative_threshold_is_refused():
     with pytest.raises(ValueError, match="threshold must be >= 0"):
         ThresholdStopping(-1)
+
+
+def test_convergence_fires_at_the_first_iteration_ending_a_still_window():
+    rule = ConvergenceRule(tolerance=0.01, window=3)
+    assert rule.first_stop([1.0, 0.005, 0.005, 0.5, 0.0, 0.009, 0.0, 0.0]) == 6
+    assert rule.first_stop([1.0, 0.005, 0.005, 0.01, 0.0]) is None  # 0.01 is not below ε
+    assert ConvergenceRule(0.5, 1).first_stop([1.0, 0.2]) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tolerance": 0.0}, "tolerance"),
+        ({"tolerance": 1.5}, "tolerance"),
+        ({"window": 0}, "window"),
+    ],
+)
+def test_convergence_arguments_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ConvergenceRule(**kwargs)

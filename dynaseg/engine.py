@@ -246,9 +246,9 @@ class Segmenter:
         channels_last: NHWC activations: faster convolutions, but PyTorch's CPU BatchNorm loses
             precision in this layout (errors near 1e-2), so it is off by default; with
             ``compile`` the fused BatchNorm is exact in either layout.
-        compile: fuse each iteration's forward and losses with ``torch.compile`` (reused across
-            images; a second image size switches to dynamic shapes instead of compiling per
-            size). Without a working compiler it runs eager, with one warning.
+        compile: fuse each iteration's forward and losses with ``torch.compile``: compiled once
+            per image size and reused by every image of that size. Without a working compiler
+            it runs eager, with one warning.
         sync_every: read q' on the host every this many iterations (None: every iteration on
             CPU, where it is free, every 25 on GPU, so the device never waits for the host).
             The labels of the exact iteration at which a stopping rule fired are returned.
@@ -448,7 +448,7 @@ class Segmenter:
             forward = partial(forward_losses, net)
             if self.compile:
                 # Compiled over the network's tensors with a template that is built once, so
-                # that a new network (every image) is no new graph; new sizes go dynamic.
+                # that a new network (every image) is no new graph: one graph per image size.
                 key = structure_key(net)
                 if key not in self._compiled:
                     self._compiled[key] = _CompiledOrEager(

@@ -152,14 +152,14 @@ def _run_page(folder: Path) -> str:
     rows = []
     for record in records:
         item = str(record["id"])
+        colour = _colorized(folder, f"predictions/{item}.png")  # the prediction, viewable
         rows.append(
             {
                 "id": item,
                 "image": _first(folder, [f"{THUMBNAILS}/{item}.jpg"]),
                 "ground truth": _first(folder, [f"{GROUND_TRUTH}/{item}.png"]),
-                "prediction": _first(folder, [f"overlays/{item}.png"])
-                or _colorized(folder, f"predictions/{item}.png"),
-                "full size": _first(folder, [f"predictions/{item}.png"]),
+                "prediction": _first(folder, [f"overlays/{item}.png"]) or colour,
+                "full size": colour,
                 "record": record,
             }
         )
@@ -188,7 +188,7 @@ def _cli_page(folder: Path) -> str:
                 "image": _input_thumbnail(folder, stem, record.get("input")),
                 "ground truth": None,
                 "prediction": f"{stem}_overlay.png",
-                "full size": f"{stem}_labels.png",
+                "full size": f"{stem}_color.png",
                 "record": {"id": stem, **record},
             }
         )

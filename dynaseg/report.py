@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from PIL import Image
 
+from dynaseg.images import ImageReadError, load_image
 from dynaseg.outputs import atomic_write, colorize
 
 REPORT = "report.html"
@@ -132,7 +134,7 @@ def write_report(folder: Path) -> Path:
         page = _run_page(folder)
     elif _cli_records(folder) or (folder / "failures.csv").is_file():
         page = _cli_page(folder)
-    elif _runs_below(folder):
+    elif find_runs([folder]):
         page = _index_page(folder)
     else:
         raise FileNotFoundError(f"{folder}: no run, segment output or runs to report on")
@@ -202,22 +204,31 @@ def _cli_page(folder: Path) -> str:
     return _page(f"dynaseg segment: {folder.name}", summary, rows, [], failures)
 
 
-def _runs_below(folder: Path) -> list[Path]:
-    return sorted(p.parent for p in folder.rglob("metrics.json"))
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Every folder at or below the given paths that holds a ``metrics.json``."""
+    return sorted({p.parent for path in paths for p in Path(path).rglob("metrics.json")})
+
+
+def run_overrides(run: Path) -> dict[str, str]:
+    """The command-line overrides Hydra recorded for a run (``key=value`` → {key: value})."""
+    path = run / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    pairs = (str(item).split("=", 1) for item in yaml.safe_load(path.read_text()) or [])
+    return {pair[0].lstrip("+~"): pair[1] for pair in pairs if len(pair) == 2}
+
+
+def varied_keys(settings: list[dict[str, str]]) -> list[str]:
+    """The override keys whose values differ between runs."""
+    keys = sorted({key for setting in settings for key in setting})
+    return [key for key in keys if len({setting.get(key) for setting in settings}) > 1]
 
 
 def _index_page(folder: Path) -> str:
-    runs = _runs_below(folder)
+    runs = find_runs([folder])
     metrics = {run: _read_json(run / "metrics.json") for run in runs}
-    overrides = {run: _overrides(run) for run in runs}
-    varied = sorted(
-        {k for o in overrides.values() for k in o}
-        - {
-            k
-            for k in next(iter(overrides.values()), {})
-            if len({o.get(k) for o in overrides.values()}) == 1
-        }
-    )
+    overrides = {run: run_overrides(run) for run in runs}
+    varied = varied_keys(list(overrides.values()))
     scores = sorted({k for m in metrics.values() for k in m if "/" in k and not _is_count(k)})
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run", *varied, *scores, "n_images"])
     body = []
@@ -392,23 +403,11 @@ def _input_thumbnail(folder: Path, stem: str, source: str | None) -> str | None:
         return target
     if not source or not Path(source).is_file():
         return None
-    from dynaseg.images import ImageReadError, load_image
-
     try:
         save_thumbnail(folder / target, load_image(Path(source)))
     except ImageReadError:
         return None
     return target
-
-
-def _overrides(run: Path) -> dict[str, str]:
-    path = run / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    import yaml
-
-    pairs = [str(item).split("=", 1) for item in yaml.safe_load(path.read_text()) or []]
-    return {pair[0]: pair[1] for pair in pairs if len(pair) == 2}
 
 
 def _is_count(key: str) -> bool:

@@ -14,24 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
+from dynaseg.report import find_runs, run_overrides, varied_keys
 
 FACTS = ("n_images", "n_failed", "seconds")
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Every folder at or below the given paths that holds a ``metrics.json``."""
-    runs = {p.parent for path in paths for p in path.rglob("metrics.json")}
-    return sorted(runs)
-
-
-def overrides(run: Path) -> dict[str, str]:
-    """The command-line overrides Hydra recorded for a run (``key=value`` → {key: value})."""
-    path = run / ".hydra" / "overrides.yaml"
-    if not path.is_file():
-        return {}
-    pairs = (item.split("=", 1) for item in yaml.safe_load(path.read_text()) or [])
-    return {key.lstrip("+~"): value for key, value in pairs}
 
 
 def sort_key(value: str) -> tuple[int, float | str]:
@@ -44,10 +29,10 @@ def sort_key(value: str) -> tuple[int, float | str]:
 
 def table(runs: list[Path]) -> str:
     """The markdown table of these runs."""
-    settings = [overrides(run) for run in runs]
+    settings = [run_overrides(run) for run in runs]
     scores = [json.loads((run / "metrics.json").read_text()) for run in runs]
     keys = sorted({key for s in settings for key in s})
-    varied = [key for key in keys if len({s.get(key) for s in settings}) > 1] or keys[:1]
+    varied = varied_keys(settings) or keys[:1]
     metric_keys = [k for k in dict.fromkeys(k for s in scores for k in s) if k not in FACTS]
     columns = [*varied, *metric_keys, *FACTS]
     rows = sorted(

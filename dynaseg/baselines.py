@@ -1,4 +1,4 @@
-"""Baseline methods of Table 1 (method.md §2), behind the same interface as the DynaSeg fit.
+"""Baseline methods of Table 1 (docs/method.md §2), behind the same interface as the DynaSeg fit.
 
 * :class:`KMeansSegmenter` -- k-means on the pixels' RGB colours, k fixed or estimated per image
   by the silhouette phase of :mod:`dynaseg.stopping` (paper §3.3.2).
@@ -26,6 +26,7 @@ from dynaseg.engine import (
     IterationCallback,
     SegmentationResult,
     relabel_by_size,
+    resolve_device,
     to_tensor,
 )
 from dynaseg.stopping import estimate_n_clusters
@@ -103,7 +104,7 @@ class KMeansSegmenter(_OneAtATime):
         self.k, self.k_min, self.k_max = k, k_min, k_max
         self.n_samples = n_samples
         self.n_iter = n_iter
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
 
     def fit(
         self,
@@ -192,7 +193,7 @@ class FelzenszwalbSegmenter(_OneAtATime):
         if min_size < 0:
             raise ValueError(f"min_size must be >= 0, got {min_size}")
         self.scale, self.sigma, self.min_size = float(scale), float(sigma), int(min_size)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
 
     def fit(
         self,

@@ -36,10 +36,22 @@ def wandb_offline() -> bool:
     return not (os.environ.get("WANDB_API_KEY") or has_login)
 
 
+def run_name(dataset: str, method: str, weighting: str, backbone: str) -> str:
+    """A run's name from its choices; a baseline's name leaves out the parts it does not use.
+
+    >>> run_name("bsd500", "dynaseg", "fsf", "cnn"), run_name("bsd500", "kmeans", "fsf", "cnn")
+    ('bsd500_dynaseg_fsf_cnn', 'bsd500_kmeans')
+    """
+    parts = [dataset, method, weighting, backbone] if method == "dynaseg" else [dataset, method]
+    return "_".join(parts)
+
+
 def register_resolvers() -> None:
-    """Make ``${dynaseg.sample_root:}`` and ``${dynaseg.wandb_offline:}`` usable in configs."""
+    """Make ``${dynaseg.sample_root:}``, ``${dynaseg.wandb_offline:}`` and
+    ``${dynaseg.run_name:…}`` usable in configs."""
     OmegaConf.register_new_resolver("dynaseg.sample_root", lambda: str(sample_root()), replace=True)
     OmegaConf.register_new_resolver("dynaseg.wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("dynaseg.run_name", run_name, replace=True)
 
 
 def options(group: str) -> list[str]:

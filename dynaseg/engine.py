@@ -1,4 +1,4 @@
-"""One image's DynaSeg fit, top to bottom (paper §3, Algorithm 1; method.md §1).
+"""One image's DynaSeg fit, top to bottom (paper §3.1, Fig. 1; docs/method.md §1).
 
 A fresh, seeded network is fitted to a single image with no labels: every iteration takes the
 arg-max of the response map as its own target, and the loss balances feature similarity against
@@ -61,6 +61,17 @@ def image_seed(seed: int, image_id: str) -> int:
     """
     digest = hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device; ``"auto"`` is the first GPU when there is one, else the CPU.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -242,7 +253,7 @@ class Segmenter:
         n_clusters: q, the channels of the response map (the most clusters possible).
         max_iter: T, the most parameter updates.
         optimizer: factory ``params -> Optimizer``; default SGD(lr 0.1, momentum 0.9, wd 1e-4).
-        device: where the fit runs.
+        device: where the fit runs (``"auto"``: a GPU when there is one).
         channels_last: NHWC activations: faster convolutions, but PyTorch's CPU BatchNorm loses
             precision in this layout (errors near 1e-2), so it is off by default; with
             ``compile`` the fused BatchNorm is exact in either layout.
@@ -289,7 +300,7 @@ class Segmenter:
         self.optimizer = optimizer or partial(
             torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-4
         )
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.channels_last = channels_last
         self.sync_every = sync_every
         self.precision = precision

@@ -16,9 +16,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+
+def _readable_extensions() -> frozenset[str]:
+    """Every file extension Pillow can decode (its stub formats, which only identify, aside)."""
+    Image.init()
+    readable = set()
+    for extension, image_format in Image.registered_extensions().items():
+        if image_format not in Image.OPEN:
+            continue  # a format Pillow writes but cannot read
+        opener = Image.OPEN[image_format][0]
+        if not (isinstance(opener, type) and issubclass(opener, ImageFile.StubImageFile)):
+            readable.add(extension.lower())
+    return frozenset(readable)
+
+
+IMAGE_EXTENSIONS = _readable_extensions()
+"""What a folder is searched for: the same files that work as an explicit file argument."""
 DEFAULT_MAX_PIXELS = 64_000_000
 """Refuse images above this many pixels before decoding them (decompression bombs, and images
 whose T-iteration fit would exhaust memory); ``max_side`` is the way to process them anyway."""
@@ -136,7 +151,11 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether a path looks like an image by its extension."""
+    """Whether a path looks like an image by its extension.
+
+    >>> is_image_file(Path("a.GIF")), is_image_file(Path("notes.txt"))
+    (True, False)
+    """
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 

@@ -2,7 +2,7 @@
 
 Both are means, not the sums the paper writes: the reference implementations (Kim et al. 2020,
 DynaSeg's own scripts) use means, and the published μ and α values only make sense on that scale
-(method.md §1.4). The maps stay in the convolution's ``(B, q, H, W)`` layout: cross-entropy
+(docs/method.md §1.4). The maps stay in the convolution's ``(B, q, H, W)`` layout: cross-entropy
 accepts it directly, so no permute copy is made.
 """
 

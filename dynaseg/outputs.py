@@ -1,10 +1,12 @@
 """The output contract shared by ``dynaseg segment`` and the experiment framework.
 
-For each image: ``<stem>_labels.png`` (integer label map at the input's size; 8-bit when there are
-at most 256 labels, else 16-bit), ``<stem>_color.png``, ``<stem>_overlay.png`` (segments blended
-over the image, boundaries drawn) and ``<stem>.json``. Every file is written atomically: to a
-temporary file in the same folder, flushed to disk, then renamed, so a killed run never leaves a
-half-written file under a final name.
+Per image: the label map at the input's size (8-bit PNG when there are at most 256 labels, else
+16-bit), its overlay (segments blended over the image the fit saw, boundaries drawn) and a JSON
+record (facts, scores, settings), plus a colour picture (``dynaseg segment``) or the report's
+thumbnails (run directories). :class:`Layout` says where each goes; :func:`write_image` writes
+them. Every file is written atomically: to a temporary file in the same folder, flushed to disk,
+then renamed, so a killed run never leaves a half-written file under a final name; the record is
+written last, so an image whose record exists is complete.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from PIL import Image
 
-OUTPUT_SUFFIXES = ("_labels.png", "_color.png", "_overlay.png", ".json")
+from dynaseg.images import resize_labels
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -104,28 +107,155 @@ def overlay(image: np.ndarray, labels: np.ndarray, opacity: float = 0.45) -> np.
     return blend
 
 
-def output_paths(out_dir: Path, stem: str) -> list[Path]:
-    """The files one image produces, in the order they are written (the JSON last)."""
-    return [out_dir / f"{stem}{suffix}" for suffix in OUTPUT_SUFFIXES]
+@dataclass(frozen=True)
+class Layout:
+    """Where each file of one image goes: the only place the output names are spelled.
+
+    ``kinds`` maps a kind of file to its path under the output folder, ``{id}`` standing for the
+    image's id. A layout writes only the kinds it names; the record always comes last.
+    """
+
+    name: str
+    kinds: dict[str, str]
+
+    def path(self, root: Path, kind: str, item_id: str) -> Path:
+        """The file of this kind for one image."""
+        return Path(root) / self.kinds[kind].format(id=item_id)
+
+    def folders(self, root: Path) -> list[Path]:
+        """The folders the layout writes into (the root included)."""
+        found = {Path(root)} | {self.path(root, kind, "x").parent for kind in self.kinds}
+        return sorted(found)
+
+    def records(self, root: Path) -> list[Path]:
+        """The records on disk, sorted: one per finished image."""
+        pattern = self.kinds["record"].format(id="*")
+        return sorted(path for path in Path(root).glob(pattern) if self.item_id(path) is not None)
+
+    def item_id(self, record: Path) -> str | None:
+        """The image id of a record path, if the other files of that layout can exist for it."""
+        prefix, suffix = self.kinds["record"].rsplit("/", 1)[-1].split("{id}")
+        name = record.name
+        if not (name.startswith(prefix) and name.endswith(suffix)) or name.startswith("."):
+            return None
+        return name[len(prefix) : len(name) - len(suffix)]
+
+    def holds(self, root: Path) -> bool:
+        """Whether a folder holds at least one image written in this layout."""
+        return any(
+            self.path(root, "labels", item).is_file()
+            for item in filter(None, map(self.item_id, self.records(root)))
+        )
 
 
-def write_outputs(
-    out_dir: Path, stem: str, image: np.ndarray, labels: np.ndarray, record: dict[str, Any]
-) -> list[Path]:
-    """Write the four outputs of one image; the JSON comes last and marks the set complete.
+FLAT = Layout(
+    "flat",
+    {
+        "labels": "{id}_labels.png",
+        "color": "{id}_color.png",
+        "overlay": "{id}_overlay.png",
+        "record": "{id}.json",
+    },
+)
+"""``dynaseg segment --out DIR``: four files per image side by side in one folder."""
+RUN = Layout(
+    "run",
+    {
+        "labels": "predictions/{id}.png",
+        "overlay": "overlays/{id}.png",
+        "thumbnail": "thumbnails/{id}.jpg",
+        "ground_truth": "ground_truth/{id}.png",
+        "record": "records/{id}.json",
+    },
+)
+"""A run directory of ``python -m dynaseg.run``: one folder per kind, report pictures included."""
+LAYOUTS = {layout.name: layout for layout in (FLAT, RUN)}
+
+THUMB_SIDE = 160
+
+
+def save_thumbnail(path: Path, image: np.ndarray, labels: bool = False) -> None:
+    """A small copy (long side :data:`THUMB_SIDE`) for the report, atomically: JPEG for a
+    photo, PNG with nearest-neighbour sampling for a colour-coded label picture."""
+    thumb = Image.fromarray(image)
+    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.NEAREST if labels else None)
+    kind = {"format": "PNG"} if labels else {"format": "JPEG", "quality": 85}
+    atomic_write(path, lambda handle: thumb.save(handle, **kind))
+
+
+def ground_truth_picture(gt: np.ndarray) -> np.ndarray:
+    """The first annotation of a ``(K, H, W)`` ground truth as colours (255 = unlabelled: grey)."""
+    first = np.asarray(gt[0]).astype(np.int64)
+    picture = colorize(np.where(first == 255, 0, first))
+    picture[first == 255] = 128
+    return picture
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the renames into a folder durable, so a power loss cannot undo them (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_image(
+    root: Path,
+    layout: Layout,
+    item_id: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    record: dict[str, Any],
+    gt: np.ndarray | None = None,
+    with_overlay: bool = True,
+) -> None:
+    """Write one image's files in ``layout``; the record comes last and marks the image done.
 
     Args:
-        out_dir: destination folder (created if needed).
-        stem: file-name stem, usually the input's.
-        image: ``(H, W, 3)`` uint8 input at its original size.
-        labels: ``(H, W)`` integer labels at the same size.
-        record: facts and settings for the JSON.
+        image: ``(h, w, 3)`` uint8, the image the fit saw (the overlay is drawn over it).
+        labels: ``(H, W)`` labels at the output size (``h × w`` or larger).
+        record: facts and scores for the JSON.
+        gt: ``(K, H, W)`` ground truth for the report's picture (None or K = 0: none).
+        with_overlay: also write the overlay (runs keep it for their first images only).
     """
-    if labels.shape != image.shape[:2]:
-        raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
-    paths = output_paths(out_dir, stem)
-    save_png(paths[0], label_image(labels))
-    save_png(paths[1], colorize(labels))
-    save_png(paths[2], overlay(image, labels))
-    save_json(paths[3], record)
-    return paths
+    labels = label_image(labels)
+    save_png(layout.path(root, "labels", item_id), labels)
+    if "color" in layout.kinds:
+        save_png(layout.path(root, "color", item_id), colorize(labels))
+    if with_overlay:
+        small = resize_labels(labels, image.shape[:2])
+        save_png(layout.path(root, "overlay", item_id), overlay(image, small))
+    if "thumbnail" in layout.kinds:
+        save_thumbnail(layout.path(root, "thumbnail", item_id), image)
+    if "ground_truth" in layout.kinds and gt is not None and len(gt):
+        picture = ground_truth_picture(gt)
+        save_thumbnail(layout.path(root, "ground_truth", item_id), picture, labels=True)
+    fsync_dir(layout.path(root, "labels", item_id).parent)  # never a record before its labels
+    save_json(layout.path(root, "record", item_id), record)
+
+
+def read_done(
+    root: Path, layout: Layout, item_id: str, size: tuple[int, int], settings: dict[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]] | str:
+    """The labels and record of an image finished earlier, or why it must be segmented again.
+
+    The one resume rule of both entry points: an image is done when its record exists, its
+    label map reads back at the output size, and the record was made with the same settings.
+    """
+    record_path = layout.path(root, "record", item_id)
+    if not record_path.is_file():
+        return "not done"
+    try:
+        record = json.loads(record_path.read_text())
+        with Image.open(layout.path(root, "labels", item_id)) as picture:
+            labels = np.asarray(picture).copy()
+    except (OSError, ValueError) as error:
+        return f"saved result unreadable ({error})"
+    if labels.shape != tuple(size):
+        return f"saved labels are {labels.shape}, not {tuple(size)}"
+    if "settings" in record and record["settings"] != settings:
+        return "saved with other settings"
+    return labels, record

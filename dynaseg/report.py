@@ -25,13 +25,10 @@ import yaml
 from PIL import Image
 
 from dynaseg.images import ImageReadError, load_image
-from dynaseg.outputs import atomic_write, colorize
+from dynaseg.outputs import FLAT, RUN, atomic_write, colorize, save_thumbnail
 
 REPORT = "report.html"
 ASSETS = "report_files"
-THUMBNAILS = "thumbnails"
-GROUND_TRUTH = "ground_truth"
-THUMB_SIDE = 160
 PROTOCOLS = {
     "bsd500": "BSDS500 best IoU per GT segment after a 4-connected split (Kim et al. 2020), "
     "pooled over GT segments; All / Fine / Coarse / Mean",
@@ -83,31 +80,6 @@ details { margin: 1em 0; }
 """
 
 
-def save_thumbnail(path: Path, image: np.ndarray, labels: bool = False) -> None:
-    """A small copy (long side :data:`THUMB_SIDE`) for the report, atomically: JPEG for a
-    photo, PNG with nearest-neighbour sampling for a colour-coded label picture."""
-    thumb = Image.fromarray(image)
-    thumb.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.NEAREST if labels else None)
-    kind = {"format": "PNG"} if labels else {"format": "JPEG", "quality": 85}
-    atomic_write(path, lambda handle: thumb.save(handle, **kind))
-
-
-def ground_truth_picture(gt: np.ndarray) -> np.ndarray:
-    """The first annotation of a ``(K, H, W)`` ground truth as colours (255 = unlabelled: grey)."""
-    first = np.asarray(gt[0]).astype(np.int64)
-    picture = colorize(np.where(first == 255, 0, first))
-    picture[first == 255] = 128
-    return picture
-
-
-def save_report_pictures(folder: Path, item_id: str, image: np.ndarray, gt: np.ndarray) -> None:
-    """What a run's report shows of one image besides its outputs: the input and its first
-    annotation (when there is one), as thumbnails."""
-    save_thumbnail(folder / THUMBNAILS / f"{item_id}.jpg", image)
-    if len(gt):
-        save_thumbnail(folder / GROUND_TRUTH / f"{item_id}.png", ground_truth_picture(gt), True)
-
-
 PICTURE_COLUMNS = ("image", "ground truth", "prediction")
 
 
@@ -118,11 +90,7 @@ def report_pictures(folder: Path, ids: list[str]) -> dict[str, list[Any]]:
 
     out = {}
     for item in ids:
-        files = [
-            folder / THUMBNAILS / f"{item}.jpg",
-            folder / GROUND_TRUTH / f"{item}.png",
-            folder / "overlays" / f"{item}.png",
-        ]
+        files = [RUN.path(folder, kind, item) for kind in ("thumbnail", "ground_truth", "overlay")]
         out[item] = [wandb.Image(str(path)) if path.is_file() else None for path in files]
     return out
 
@@ -130,9 +98,9 @@ def report_pictures(folder: Path, ids: list[str]) -> dict[str, list[Any]]:
 def write_report(folder: Path) -> Path:
     """Write (or rewrite) ``folder/report.html`` from the folder's files; returns its path."""
     folder = Path(folder)
-    if (folder / "records").is_dir() or (folder / "metrics.json").is_file():
+    if RUN.records(folder) or (folder / "metrics.json").is_file():
         page = _run_page(folder)
-    elif _cli_records(folder) or (folder / "failures.csv").is_file():
+    elif FLAT.holds(folder) or (folder / "failures.csv").is_file():
         page = _cli_page(folder)
     elif find_runs([folder]):
         page = _index_page(folder)
@@ -145,7 +113,7 @@ def write_report(folder: Path) -> Path:
 
 def _run_page(folder: Path) -> str:
     records = sorted(
-        (json.loads(p.read_text()) for p in (folder / "records").glob("*.json")),
+        (json.loads(path.read_text()) for path in RUN.records(folder)),
         key=lambda r: str(r.get("id")),
     )
     metrics = _read_json(folder / "metrics.json")
@@ -154,13 +122,13 @@ def _run_page(folder: Path) -> str:
     rows = []
     for record in records:
         item = str(record["id"])
-        colour = _colorized(folder, f"predictions/{item}.png")  # the prediction, viewable
+        colour = _colorized(folder, _relative(RUN, folder, "labels", item))  # viewable
         rows.append(
             {
                 "id": item,
-                "image": _first(folder, [f"{THUMBNAILS}/{item}.jpg"]),
-                "ground truth": _first(folder, [f"{GROUND_TRUTH}/{item}.png"]),
-                "prediction": _first(folder, [f"overlays/{item}.png"]) or colour,
+                "image": _first(folder, [_relative(RUN, folder, "thumbnail", item)]),
+                "ground truth": _first(folder, [_relative(RUN, folder, "ground_truth", item)]),
+                "prediction": _first(folder, [_relative(RUN, folder, "overlay", item)]) or colour,
                 "full size": colour,
                 "record": record,
             }
@@ -173,11 +141,17 @@ def _run_page(folder: Path) -> str:
     return _page(f"dynaseg run: {folder.name}", summary, rows, score_keys, failures)
 
 
+def _relative(layout: Any, folder: Path, kind: str, item: str) -> str:
+    """The link from the page to one file of an image."""
+    return layout.path(folder, kind, item).relative_to(folder).as_posix()
+
+
 def _cli_records(folder: Path) -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for path in sorted(folder.glob("*.json")):
-        if (folder / f"{path.stem}_labels.png").is_file():
-            out.append((path.stem, json.loads(path.read_text())))
+    for path in FLAT.records(folder):
+        item = FLAT.item_id(path)
+        if item is not None and FLAT.path(folder, "labels", item).is_file():
+            out.append((item, json.loads(path.read_text())))
     return out
 
 
@@ -189,8 +163,8 @@ def _cli_page(folder: Path) -> str:
                 "id": stem,
                 "image": _input_thumbnail(folder, stem, record.get("input")),
                 "ground truth": None,
-                "prediction": f"{stem}_overlay.png",
-                "full size": f"{stem}_color.png",
+                "prediction": _relative(FLAT, folder, "overlay", stem),
+                "full size": _relative(FLAT, folder, "color", stem),
                 "record": {"id": stem, **record},
             }
         )

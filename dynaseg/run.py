@@ -3,8 +3,10 @@
 Hydra composes ``conf/run.yaml`` (method, dataset, metric, logger, trainer). The config is checked
 (:mod:`dynaseg.validation`) and everything is built with ``hydra.utils.instantiate`` before any
 compute, so a config error costs no time and reads as one line (exit status 2). Each run
-directory gets ``config.yaml`` (resolved), ``predictions/<id>.png``, ``records/<id>.json``,
-``overlays/``, ``per_image.csv``, ``failures.csv`` and ``metrics.json``.
+directory gets ``config.yaml`` (resolved), each image's files in the run layout
+(:data:`dynaseg.outputs.RUN`: predictions, records, overlays, report thumbnails), ``per_image.csv``,
+``failures.csv``, ``metrics.json`` and ``report.html``. What happens to one image is
+:mod:`dynaseg.pipeline`'s, exactly as for ``dynaseg segment``.
 
 A killed run is finished with ``resume=true hydra.run.dir=<its directory>``: images whose record
 exists are read back, the others are segmented, and the scores equal an uninterrupted run's. An
@@ -25,18 +27,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from dynaseg.config import config_dir, register_resolvers
 from dynaseg.data.datamodule import SegmentationDataModule
-from dynaseg.module import DynaSegModule, ImageFailure
-from dynaseg.outputs import atomic_write
+from dynaseg.module import DynaSegModule
+from dynaseg.outputs import RUN, atomic_write
+from dynaseg.pipeline import ImageFailure, settings_of
 from dynaseg.validation import ConfigError, build, check_config, check_run_dir
 
 log = logging.getLogger("dynaseg.run")
 register_resolvers()
-RUN_FOLDERS = ("predictions", "records", "overlays")
 
 
 def remove_temporaries(output_dir: Path) -> None:
     """Delete the temporary files a killed run left behind (never a file under a final name)."""
-    for folder in (output_dir, *(output_dir / name for name in RUN_FOLDERS)):
+    for folder in RUN.folders(output_dir):
         for path in folder.glob(".*.tmp"):
             path.unlink(missing_ok=True)
 
@@ -59,12 +61,13 @@ def run(config: DictConfig) -> dict[str, float]:
     module = DynaSegModule(
         segmenter,
         metrics,
-        config.seed,
+        settings_of(config, segmenter, getattr(dataset, "max_side", None)),
         output_dir,
         save_overlays=config.save_overlays,
         run_name=config.run_name,
         resume=config.resume,
         strict=config.strict,
+        batch_size=config.batch_size,
     )
     if trainer.is_global_zero:
         remove_temporaries(output_dir)
@@ -72,9 +75,7 @@ def run(config: DictConfig) -> dict[str, float]:
         atomic_write(output_dir / "config.yaml", lambda handle: handle.write(text.encode()))
         logger.log_hyperparams(OmegaConf.to_container(config, resolve=True))
     log.info("%s: %d images → %s", config.run_name, len(dataset), output_dir)
-    datamodule = SegmentationDataModule(
-        dataset, config.num_workers, config.max_pixels, config.batch_size
-    )
+    datamodule = SegmentationDataModule(dataset, config.num_workers, config.max_pixels)
     try:
         trainer.test(module, datamodule=datamodule)
     finally:

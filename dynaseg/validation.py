@@ -18,11 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dynaseg.backbones import PretrainedWeightsError
-from dynaseg.data.base import DatasetError
+from dynaseg.data.base import DatasetError, check_max_side
+from dynaseg.outputs import RUN
 
-__all__ = ["ConfigError", "build", "check_config", "check_run_dir", "records_dir"]
+__all__ = ["ConfigError", "build", "check_config", "check_run_dir", "check_segment_config"]
 
-PARTS = ("backbone", "weighting", "stopping", "segmenter")
+PARTS = ("backbone", "weighting", "stopping")
 """Built once here to check their arguments: cheap (no fit; a pretrained backbone reads its
 weights file, which also finds a missing file before the first image)."""
 RESUME_KEYS = ("seed", "segmenter", "dataset", "metric", "max_pixels")
@@ -36,11 +37,6 @@ as they are; any other constructor error is shown on one line after the part's n
 class ConfigError(ValueError):
     """A config mistake; the message says what is wrong and what to change (one line, except
     the step-by-step advice of a missing weights file)."""
-
-
-def records_dir(output_dir: Path) -> Path:
-    """The folder of per-image records; an image is done iff its record exists."""
-    return output_dir / "records"
 
 
 def build(config: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -73,6 +69,50 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def check_segment_config(config: DictConfig) -> None:
+    """Raise :class:`ConfigError` on the first problem of the per-image settings, the part of a
+    config that both entry points share (``conf/segment.yaml``): the CLI's options and a run's
+    overrides are checked here alike.
+
+    Example:
+        >>> from dynaseg.config import compose_config
+        >>> check_segment_config(compose_config("segment", ["max_side=1"]))
+        Traceback (most recent call last):
+        dynaseg.validation.ConfigError: max_side must be a whole number >= 2 or null, got 1
+    """
+    parts = used_parts(config)
+    missing = sorted(
+        key for part in (*parts, "segmenter") for key in OmegaConf.missing_keys(config[part])
+    )
+    if missing:
+        raise ConfigError(
+            f"{missing[0]} must be set (it has no default): add {missing[0]}=... to the command"
+        )
+    for part in (*parts, "segmenter"):
+        build(config, part)
+    try:
+        check_max_side(config.get("max_side"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    max_pixels = config.get("max_pixels")
+    if max_pixels is not None and (not whole(max_pixels) or max_pixels < 4):
+        raise ConfigError(f"max_pixels must be a whole number >= 4 or null, got {max_pixels!r}")
+    batch_size = config.get("batch_size", 1)
+    if not whole(batch_size) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+
+
+def used_parts(config: DictConfig) -> list[str]:
+    """The parts the chosen method is built from: a baseline (``method=kmeans``) uses no
+    backbone, weighting or stopping, so those are neither checked nor built for it."""
+    return [part for part in PARTS if part in config.segmenter]
+
+
+def whole(value: Any) -> bool:
+    """Whether a config value is an int (a bool is not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def check_config(config: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first problem of a run config.
 
@@ -83,32 +123,21 @@ def check_config(config: DictConfig) -> None:
         dynaseg.validation.ConfigError: weighting: alpha must be > 0, got 0
     """
     missing = sorted(
-        key
-        for part in ("dataset", *PARTS, "metric")
-        for key in OmegaConf.missing_keys(config[part])
+        key for part in ("dataset", "metric") for key in OmegaConf.missing_keys(config[part])
     )
     if missing:
         raise ConfigError(
             f"{missing[0]} must be set (it has no default): add {missing[0]}=... to the command"
         )
-    for part in PARTS:
-        build(config, part)
+    check_segment_config(config)
     root = config.dataset.get("root")
     if root is not None and not Path(str(root)).expanduser().is_dir():
         what = "is not a directory" if Path(str(root)).expanduser().exists() else "does not exist"
         raise ConfigError(f"dataset.root={root} {what}")
     for key in ("num_workers", "save_overlays"):
         value = config.get(key, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        if not whole(value) or value < 0:
             raise ConfigError(f"{key} must be a whole number >= 0, got {value!r}")
-    max_pixels = config.get("max_pixels")
-    if max_pixels is not None and (
-        not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels < 4
-    ):
-        raise ConfigError(f"max_pixels must be a whole number >= 4 or null, got {max_pixels!r}")
-    batch_size = config.get("batch_size", 1)
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     for key in ("resume", "strict"):
         if not isinstance(config.get(key, False), bool):
             raise ConfigError(f"{key} must be true or false, got {config.get(key)!r}")
@@ -121,7 +150,7 @@ def check_run_dir(config: DictConfig, output_dir: Path) -> None:
     silently would mix two runs, starting over would waste them. With ``resume=true`` the
     settings in :data:`RESUME_KEYS` must equal those of the saved ``config.yaml``.
     """
-    done = sorted(records_dir(output_dir).glob("*.json"))
+    done = RUN.records(output_dir)
     if not config.get("resume", False):
         if done:
             raise ConfigError(

@@ -179,7 +179,8 @@ def notes(rows: dict[str, Count], encoder_params: int | None, size: int) -> str:
     if ours is not None and encoder_params is not None:
         ratio = f" It needs {cnn.macs / ours.macs:.1f}× fewer MACs than the CNN." if cnn else ""
         out.append(
-            "- Ours follows §3.2.2 and method.md: an FPN over C2…C5 (strides 4…32) whose map is "
+            "- Ours follows §3.2.2 and docs/method.md §1.1: an FPN over C2…C5 (strides 4…32) "
+            "whose map is "
             f"brought to {size}×{size}, a label for every pixel: {ours.params:,} parameters "
             f"({encoder_params:,} ResNet-18 encoder + {ours.params - encoder_params:,} FPN and "
             f"classifier at p = q = {ours.q}) and {ours.macs / g:.2f} G, "

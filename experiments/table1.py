@@ -125,7 +125,8 @@ def report(args: argparse.Namespace, folders: dict[str, Path]) -> str:
         "",
         f"Real BSDS500 {args.split} split, the paper's protocol (segment-wise best IoU pooled over "
         "all GT segments after splitting the prediction into 4-connected components; All / Fine / "
-        "Coarse / Mean, method.md §3a) and the BSDS500 region measures of the same predictions "
+        "Coarse / Mean, docs/method.md §3a) and the BSDS500 region measures of the same "
+        "predictions "
         "(covering of the ground truth, probabilistic Rand index, variation of information in "
         "nats, lower is better; each image against all its annotations, averaged over images). "
         "Predictions are scored at the native image size; a fit at a reduced long side has its "

@@ -1,7 +1,7 @@
 """Pooling per-image BSDS500 scores into table rows, and the paper's numbers to set beside them.
 
-Shared by ``table1.py`` and ``iterations_study.py``. Best IoU is pooled over GT
-segments (each image's score weighted by its number of GT segments, method.md §3a), so a subset's
+Shared by ``table1.py`` and ``iterations_study.py``. Best IoU is pooled over GT segments
+(each image's score weighted by its number of GT segments, docs/method.md §3a), so a subset's
 row is recomputed exactly from ``per_image.csv``; the region measures and the segment count are
 means over images.
 """

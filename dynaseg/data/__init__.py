@@ -1,7 +1,7 @@
 """Datasets for DynaSeg: plain `torch.utils.data.Dataset`s that all return a `Sample` dict.
 
 `BSDS500` and `VOC2012` feed the segment-wise best-IoU protocol, `CocoStuff27` the
-Hungarian-matched mIoU protocol (method.md §3); `ImageFolder` reads any folder without GT.
+Hungarian-matched mIoU protocol (docs/method.md §3); `ImageFolder` reads any folder without GT.
 """
 
 from dynaseg.data.base import (

@@ -1,10 +1,10 @@
 """Pieces shared by every dataset: the `Sample` contract, errors, and array/tensor helpers.
 
 Every dataset in `dynaseg.data` returns the same `Sample` dict so that the framework, the
-metrics (method.md §3) and the output writers never need to know which dataset they run on.
+metrics (docs/method.md §3) and the output writers never need to know which dataset they run on.
 The image is what the model sees (possibly downscaled so the long side is at most
 `max_side`); the ground truth stays at the evaluation resolution, which for BSDS500 and VOC is
-the native image size (method.md §3a) and for COCO-Stuff the 320×320 crop (method.md §3b).
+the native image size (docs/method.md §3a) and for COCO-Stuff the 320×320 crop (docs/method.md §3b).
 """
 
 from __future__ import annotations
@@ -83,10 +83,9 @@ def resize_long_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     >>> resize_long_side(np.zeros((30, 60, 3), np.uint8), 200).shape
     (30, 60, 3)
     """
+    check_max_side(max_side)
     if max_side is None:
         return image
-    if max_side < 1:
-        raise ValueError(f"max_side must be >= 1 or None, got {max_side}")
     h, w = image.shape[:2]
     long_side = max(h, w)
     if long_side <= max_side:
@@ -128,7 +127,7 @@ def read_label_png(path: Path) -> np.ndarray:
     """Read a label PNG as an H×W integer array of the stored indices.
 
     Palette (`P`) images give their indices, never colours: converting to RGB (or reading with
-    OpenCV) would turn VOC labels into colours (protocols.md B.2).
+    OpenCV) would turn VOC labels into colours (docs/protocols.md B.2).
     """
     require_file(path, "ground truth")
     try:
@@ -229,9 +228,11 @@ def check_limit(limit: int | None) -> None:
 
 
 def check_max_side(max_side: int | None) -> None:
-    """Validate the common `max_side` argument."""
-    if max_side is not None and (isinstance(max_side, bool) or max_side < 1):
-        raise ValueError(f"max_side must be >= 1 or None, got {max_side!r}")
+    """Validate `max_side`, wherever it is given: an image needs 2 pixels a side to segment."""
+    if max_side is not None and (
+        not isinstance(max_side, int) or isinstance(max_side, bool) or max_side < 2
+    ):
+        raise ValueError(f"max_side must be a whole number >= 2 or null, got {max_side!r}")
 
 
 class SegmentationDataset(Dataset):

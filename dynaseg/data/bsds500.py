@@ -1,6 +1,6 @@
-"""BSDS500 with all human annotations, for the segment-wise best-IoU protocol (method.md §3a).
+"""BSDS500 with all human annotations, for the segment-wise best-IoU protocol (docs/method.md §3a).
 
-Layout (protocols.md C.1–C.3): `root/images/<split>/<id>.jpg` and
+Layout (docs/protocols.md C.1–C.3): `root/images/<split>/<id>.jpg` and
 `root/groundTruth/<split>/<id>.mat`, where `root` is the `BSDS500/data` folder. Each `.mat`
 holds a 1×N cell array `groundTruth` of structs with `Segmentation` (uint16 labels from 1)
 and `Boundaries`; all N annotations are returned, at the native 481×321 / 321×481 size.
@@ -87,7 +87,7 @@ class BSDS500(SegmentationDataset):
         self.gt_dir = self.root / "groundTruth" / split
         expected = f"images/{split}/*.jpg and groundTruth/{split}/*.mat"
         require_dirs("BSDS500", self.root, expected, [f"images/{split}", f"groundTruth/{split}"])
-        # Glob *.jpg only: the image folders also hold a stray Thumbs.db (protocols.md C.1).
+        # Glob *.jpg only: the image folders also hold a stray Thumbs.db (docs/protocols.md C.1).
         all_ids = [p.stem for p in self.image_dir.glob("*.jpg") if p.is_file()]
         if not all_ids:
             raise DatasetError(

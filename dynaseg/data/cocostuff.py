@@ -1,6 +1,6 @@
-"""COCO-Stuff-27 on the curated val2017 subset, PiCIE preprocessing (method.md §3b).
+"""COCO-Stuff-27 on the curated val2017 subset, PiCIE preprocessing (docs/method.md §3b).
 
-Sources and measurements: protocols.md A.1–A.4. The GT PNG value is the COCO-Stuff id − 1
+Sources and measurements: docs/protocols.md A.1–A.4. The GT PNG value is the COCO-Stuff id − 1
 (0–181), mapped to 27 coarse classes (0–11 things, 12–26 stuff); 255 means unlabeled. Both image
 and GT are resized (shorter side → `crop`; image bilinear, label nearest) and centre-cropped to
 `crop`×`crop`, which is the evaluation size, exactly as PiCIE's `EvalCOCO` does with
@@ -82,7 +82,7 @@ def read_id_list(path: str | os.PathLike | None = None) -> list[str]:
     """Read an id list, one id per line; `None` reads the shipped curated val2017 list.
 
     Lines are stripped and empty ones dropped: copies of this list differ in their final
-    newline (protocols.md A.1), so counting newlines is wrong.
+    newline (docs/protocols.md A.1), so counting newlines is wrong.
     """
     if path is None:
         text = _PACKAGE_DATA.joinpath("val2017_curated.txt").read_text(encoding="utf-8")

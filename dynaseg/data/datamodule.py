@@ -19,7 +19,7 @@ class ShardSampler(Sampler[int]):
     """Indices ``rank, rank + world, …``: every image exactly once over all ranks.
 
     Lightning's default ``DistributedSampler`` pads the last shard with repeated images, which
-    would count them twice in the metrics (method.md §3c).
+    would count them twice in the metrics (docs/method.md §3c).
     """
 
     def __init__(self, length: int, rank: int = 0, world_size: int = 1) -> None:
@@ -80,13 +80,12 @@ class SafeDataset(Dataset):
 
 
 class SegmentationDataModule(LightningDataModule):
-    """Feeds any of the framework's datasets to ``Trainer.test`` as lists of samples.
+    """Feeds any of the framework's datasets to ``Trainer.test``, one sample per step.
 
     Args:
         dataset: a dataset returning ``dynaseg.data.Sample`` dicts (built from ``conf/dataset``).
         num_workers: DataLoader workers decoding images while the fits run.
         max_pixels: most pixels one fit may process (see :class:`SafeDataset`).
-        batch_size: samples per step; same-size images of a step are fitted together.
     """
 
     def __init__(
@@ -94,15 +93,11 @@ class SegmentationDataModule(LightningDataModule):
         dataset: Dataset,
         num_workers: int = 0,
         max_pixels: int | None = None,
-        batch_size: int = 1,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.dataset = dataset
         self.num_workers = num_workers
         self.max_pixels = max_pixels
-        self.batch_size = batch_size
 
     def test_dataloader(self) -> DataLoader:
         rank, world = (
@@ -110,7 +105,7 @@ class SegmentationDataModule(LightningDataModule):
         )
         return DataLoader(
             SafeDataset(self.dataset, self.max_pixels),
-            batch_size=self.batch_size,
+            batch_size=1,  # the pipeline fits same-size images together, across steps
             sampler=ShardSampler(len(self.dataset), rank, world),
             num_workers=self.num_workers,
             collate_fn=list,

@@ -1,8 +1,9 @@
-"""Any folder of images, without ground truth: for segmenting your own pictures."""
+"""Images without ground truth, for segmenting your own pictures: named files or a folder."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from dynaseg.data.base import (
@@ -10,6 +11,7 @@ from dynaseg.data.base import (
     Sample,
     SegmentationDataset,
     apply_limit,
+    check_limit,
     check_max_side,
     make_sample,
     read_image,
@@ -17,7 +19,7 @@ from dynaseg.data.base import (
 )
 from dynaseg.images import IMAGE_EXTENSIONS, is_image_file
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolder"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "unique_stems"]
 
 
 def path_to_id(rel: Path) -> str:
@@ -29,7 +31,48 @@ def path_to_id(rel: Path) -> str:
     return rel.with_suffix("").as_posix().replace("/", "__")
 
 
-class ImageFolder(SegmentationDataset):
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """Ids from file names, suffixed ``-2``, ``-3``… where two inputs share a name.
+
+    >>> unique_stems([Path("a/x.png"), Path("b/x.jpg"), Path("y.png")])
+    ['x', 'x-2', 'y']
+    """
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        stems.append(path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+    return stems
+
+
+class ImageFiles(SegmentationDataset):
+    """Image files given one by one (``dynaseg segment``'s inputs), in the order given.
+
+    The id of a file is its name without the extension, made unique (:func:`unique_stems`);
+    `gt` is empty (K = 0) and `size` is the original size.
+
+    Args:
+        paths: the image files.
+        max_side: Downscale the model input so its long side is at most this; outputs still
+            come back at the original size.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], max_side: int | None = None) -> None:
+        super().__init__(".")
+        check_max_side(max_side)
+        self.max_side = max_side
+        files = [Path(path) for path in paths]
+        self.paths: dict[str, Path] = dict(zip(unique_stems(files), files, strict=True))
+        self.ids = list(self.paths)
+
+    def load(self, item_id: str) -> Sample:
+        """Read one image; the evaluation size is its original size."""
+        path = self.paths[item_id]
+        image = read_image(path)
+        return make_sample(item_id, image, [], image.shape[:2], path, self.max_side)
+
+
+class ImageFolder(ImageFiles):
     """Every image file in a folder, sorted by id; `gt` is empty (K = 0).
 
     Hidden files and folders (name starting with ".", e.g. macOS `._x.jpg`) are skipped.
@@ -49,14 +92,15 @@ class ImageFolder(SegmentationDataset):
         max_side: int | None = None,
         recursive: bool = False,
     ) -> None:
-        super().__init__(root, limit)
-        check_max_side(max_side)
-        self.max_side = max_side
+        super().__init__([], max_side)
+        check_limit(limit)
+        self.root = Path(root).expanduser()
+        self.limit = limit
         self.recursive = recursive
-        exts = " ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
-        expected = f"image files ({exts})" + (" in it or its sub-folders" if recursive else "")
+        expected = "image files (jpg, png, tif, gif, … any format Pillow reads)" + (
+            " in it or its sub-folders" if recursive else ""
+        )
         require_dirs("ImageFolder", self.root, expected, [])
-        self.paths: dict[str, Path] = {}
         for path in self.root.rglob("*") if recursive else self.root.iterdir():
             rel = path.relative_to(self.root)
             if any(part.startswith(".") for part in rel.parts):
@@ -73,9 +117,3 @@ class ImageFolder(SegmentationDataset):
         if not self.paths:
             raise DatasetError(f"ImageFolder root {self.root}: expected {expected}; found none")
         self.ids = apply_limit(list(self.paths), limit)
-
-    def load(self, item_id: str) -> Sample:
-        """Read one image; the evaluation size is its original size."""
-        path = self.paths[item_id]
-        image = read_image(path)
-        return make_sample(item_id, image, [], image.shape[:2], path, self.max_side)

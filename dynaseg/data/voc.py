@@ -1,9 +1,9 @@
-"""PASCAL VOC 2012 segmentation images with one class-agnostic annotation (method.md §3a).
+"""PASCAL VOC 2012 segmentation images with one class-agnostic annotation (docs/method.md §3a).
 
-Layout (protocols.md B.1–B.2): `root` is `VOCdevkit/VOC2012`; ids come from
+Layout (docs/protocols.md B.1–B.2): `root` is `VOCdevkit/VOC2012`; ids come from
 `ImageSets/Segmentation/<split>.txt`, images are `JPEGImages/<id>.jpg` and the GT is a
 palette PNG in `SegmentationObject/` or `SegmentationClass/`. Kim et al. never published their
-VOC conversion (protocols.md B.3), so two readings are offered:
+VOC conversion (docs/protocols.md B.3), so two readings are offered:
 
 * `gt="object"` (default): instance indices as stored; background is one segment, every
   instance another.
@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
+from skimage.measure import label
 
 from dynaseg.data.base import (
     IGNORE_INDEX,
@@ -50,20 +50,17 @@ def connected_components(labels: np.ndarray, ignore_index: int = IGNORE_INDEX) -
     >>> connected_components(np.array([[1, 0, 1], [255, 0, 0]])).tolist()
     [[1, 0, 2], [255, 0, 0]]
     """
-    segments = np.full(labels.shape, -1, dtype=np.int64)
-    offset = 0
-    for value in np.unique(labels):
-        if value == ignore_index:
-            continue
-        # ndimage.label's default structure in 2-D is the 4-connected cross.
-        components, count = ndimage.label(labels == value)
-        mask = components > 0
-        segments[mask] = components[mask] - 1 + offset
-        offset += count
-    void = segments < 0
-    segments[segments >= ignore_index] += 1
-    segments[void] = ignore_index
-    return segments
+    labels = np.asarray(labels, dtype=np.int64)  # skimage reads bool maps as foreground masks
+    # Void pixels become skimage's background 0, the regions 1..K in raster order.
+    components = label(labels, background=ignore_index, connectivity=1)
+    n = int(components.max(initial=0))
+    value = np.empty(n + 1, dtype=np.int64)
+    value[components.ravel()] = labels.ravel()
+    # Renumber the regions by label value, then raster order (a stable sort).
+    ids = np.empty(n, dtype=np.int64)
+    ids[np.argsort(value[1:], kind="stable")] = np.arange(n)
+    ids[ids >= ignore_index] += 1
+    return np.r_[ignore_index, ids][components]
 
 
 class VOC2012(SegmentationDataset):

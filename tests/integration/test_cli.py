@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dynaseg.cli import main
-from tests.synthetic import region_image
+from tests.synthetic import write_two_images
 
 FAST = ["--max-iter", "3", "--stopping", "threshold", "--threshold", "0", "--quiet"]
 
@@ -16,15 +16,7 @@ FAST = ["--max-iter", "3", "--stopping", "threshold", "--threshold", "0", "--qui
 @pytest.fixture
 def inputs(tmp_path):
     folder = tmp_path / "in"
-    folder.mkdir()
-    regions = np.zeros((30, 41), dtype=np.int64)
-    regions[:, 20:] = 1
-    Image.fromarray(region_image(regions, [(220, 30, 30), (30, 30, 220)], 8.0)).save(
-        folder / "good.png"
-    )
-    Image.fromarray(region_image(regions.T, [(20, 200, 20), (240, 240, 240)], 8.0)).save(
-        folder / "tall.jpg"
-    )
+    write_two_images(folder)
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "notes.jpg").write_text("this is not an image\n")
     good = (folder / "good.png").read_bytes()
@@ -56,7 +48,7 @@ def test_every_output_is_written_at_the_input_size(inputs, tmp_path):
         assert record["n_clusters"] == len(np.unique(labels)) == labels.max() + 1
         assert record["iterations"] == 3 and record["stop_reason"] == "max_iter"
         assert set(record["history"]) == {"q", "mu", "loss_sim", "loss_con", "changed"}
-        assert record["settings"]["weighting"]["_target_"].endswith("FSFWeighting")
+        assert record["settings"]["segmenter"]["weighting"]["_target_"].endswith("FSFWeighting")
 
 
 def test_max_side_downscales_for_the_fit_and_restores_the_size(inputs, tmp_path):

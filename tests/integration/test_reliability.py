@@ -20,11 +20,9 @@ import csv
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from functools import partial
 from pathlib import Path
@@ -38,7 +36,7 @@ import yaml
 from PIL import Image
 
 from dynaseg.engine import Segmenter
-from tests.synthetic import region_image
+from tests.synthetic import kill_when, region_image
 
 ROOT = Path(__file__).parents[2]
 # One thread per run: steadier timings on a shared 2-core machine; every run here uses it.
@@ -132,18 +130,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_results(reference, tmp_pa
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 300
-        while not list((out / "records").glob("*.json")):
-            assert process.poll() is None, "the run ended before the first image was done"
-            assert time.monotonic() < deadline, "no image done in 300 s"
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert process.returncode == -signal.SIGKILL
+    kill_when(process, lambda: bool(list((out / "records").glob("*.json"))))
     done = {path.name: path.read_bytes() for path in (out / "records").glob("*.json")}
     assert 1 <= len(done) < 4 and not (out / "metrics.json").exists()
     assert_no_partial_files(out)

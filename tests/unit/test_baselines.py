@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from PIL import Image
 
 from dynaseg.baselines import FelzenszwalbSegmenter, KMeansSegmenter
 from dynaseg.config import compose_config
+from dynaseg.data.base import make_sample
 from dynaseg.engine import HISTORY_KEYS, SegmentationResult
 from dynaseg.metrics import best_iou_per_segment
+from dynaseg.outputs import RUN
+from dynaseg.pipeline import Pipeline
 from tests.synthetic import region_image
 
 # A small silhouette search keeps the estimate fast (its cost is O(n_samples²) per k).
@@ -78,10 +82,17 @@ def test_felzenszwalb_splits_a_two_colour_image():
     np.testing.assert_array_equal(result.labels, segmenter.fit(as_tensor(image), seed=5).labels)
 
 
-def test_the_framework_attributes_exist():
-    for segmenter in (KMeansSegmenter(), FelzenszwalbSegmenter()):
-        assert segmenter.max_iter == 0
-        segmenter.device = torch.device("cpu")  # what DynaSegModule.on_test_start does
+@pytest.mark.parametrize("segmenter", [KMeansSegmenter(k=3), FelzenszwalbSegmenter()])
+def test_a_baseline_goes_the_same_way_through_the_pipeline(segmenter, three_regions, tmp_path):
+    image, _ = three_regions
+    sample = make_sample("img", image, [], image.shape[:2], tmp_path / "img.png")
+    pipeline = Pipeline(segmenter, tmp_path, RUN, {"seed": 0}, batch_size=2)
+    pipeline.submit(sample)
+    pipeline.flush()
+    (record,) = pipeline.records
+    saved = np.asarray(Image.open(RUN.path(tmp_path, "labels", "img")))
+    assert saved.shape == image.shape[:2] and record["iterations"] == 0
+    assert record["n_clusters"] == len(np.unique(saved)) and not pipeline.failures
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Datasets read tiny fixtures written in each dataset's real on-disk format (protocols.md)."""
+"""Datasets read tiny fixtures written in each dataset's real on-disk format (docs/protocols.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import scipy.io
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
+from scipy import ndimage
 
 from dynaseg.data import (
     BSDS500,
@@ -260,6 +261,31 @@ def test_connected_components_never_produce_the_void_value() -> None:
     checker = (np.indices((20, 20)).sum(axis=0) % 2).astype(np.int64)  # 400 one-pixel parts
     out = connected_components(checker)
     assert len(np.unique(out)) == 400 and 255 not in out
+
+
+def per_value_components(labels: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """Reference: one ndimage.label (4-connected) per label value, in increasing value order."""
+    out = np.full(labels.shape, ignore_index, dtype=np.int64)
+    offset = 0
+    for value in np.unique(labels[labels != ignore_index]):
+        components, count = ndimage.label(labels == value)
+        ids = components[components > 0] - 1 + offset
+        out[components > 0] = np.where(ids >= ignore_index, ids + 1, ids)
+        offset += count
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_connected_components_number_by_value_then_raster_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.choice([0, 3, 15, 255], size=(23, 31), p=[0.4, 0.25, 0.25, 0.1])
+    for dtype in (np.uint8, np.int64):
+        out = connected_components(labels.astype(dtype))
+        np.testing.assert_array_equal(out, per_value_components(labels))
+    mask = labels > 0  # skimage alone would read a bool map as a foreground mask
+    np.testing.assert_array_equal(connected_components(mask), per_value_components(mask))
+    void = np.full((2, 3), 255)
+    np.testing.assert_array_equal(connected_components(void), void)
 
 
 def test_voc_errors(voc_root: Path) -> None:

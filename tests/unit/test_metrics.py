@@ -14,17 +14,19 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
+from sklearn.metrics.cluster import contingency_matrix
 
-import dynaseg.metrics as metrics
 from dynaseg.metrics import (
     DatasetHungarianIoU,
     ImageHungarianIoU,
+    RegionMeasures,
     SegmentBestIoU,
     best_iou_per_segment,
     hungarian_match,
     matched_scores,
     relabel_connected,
 )
+from dynaseg.metrics.base import contingency
 
 # ---------------------------------------------------------------------------------------------
 # Independent references
@@ -146,12 +148,13 @@ def assert_close_dicts(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
-@pytest.mark.parametrize("path", ["loop", "graph"])
+@pytest.mark.parametrize("n_labels", [2, 5, 40])
 @pytest.mark.parametrize("seed", range(4))
-def test_relabel_matches_flood_fill(connectivity, path, seed, monkeypatch):
-    monkeypatch.setattr(metrics, "_LOOP_MAX_LABELS", 10**9 if path == "loop" else 0)
+def test_relabel_matches_flood_fill(connectivity, n_labels, seed):
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3 + seed, size=(9 + seed, 13))
+    labels = rng.integers(0, n_labels, size=(9 + seed, 13))
+    if seed % 2:  # negative, huge and boolean ids take the sorting path of the id compaction
+        labels = np.array([-(2**40), -1, 7, 2**62])[labels % 4] if n_labels > 2 else labels > 0
     np.testing.assert_array_equal(
         relabel_connected(labels, connectivity), flood_fill(labels, connectivity)
     )
@@ -164,6 +167,7 @@ def test_relabel_hand_cases():
     assert relabel_connected(checker, None) is checker
     ring = np.array([[5, 5, 5], [5, 9, 5], [5, 5, 5]])
     assert relabel_connected(ring).tolist() == [[0, 0, 0], [0, 1, 0], [0, 0, 0]]
+    assert relabel_connected(np.zeros((0, 3), int)).shape == (0, 3)
 
 
 @pytest.mark.parametrize("connectivity", [4, 8])
@@ -213,10 +217,8 @@ def test_best_iou_ignore_removes_pixels_from_both_counts():
     np.testing.assert_allclose(best_iou_per_segment(pred, gt), [2 / 4, 1 / 3, 1 / 3])
 
 
-@pytest.mark.parametrize("dense", [True, False])
 @pytest.mark.parametrize("seed", range(6))
-def test_best_iou_matches_brute_force(seed, dense, monkeypatch):
-    monkeypatch.setattr(metrics, "_DENSE_PAIRS_MAX", 1 << 30 if dense else 0)
+def test_best_iou_matches_brute_force(seed):
     rng = np.random.default_rng(seed)
     gt = rng.integers(0, 4, size=(7, 8))
     gt[rng.random(gt.shape) < 0.2] = 255
@@ -226,6 +228,25 @@ def test_best_iou_matches_brute_force(seed, dense, monkeypatch):
         np.testing.assert_allclose(
             best_iou_per_segment(pred, gt, ignore), brute_best_iou(pred, gt, ignore)
         )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_contingency_matches_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    gt = rng.choice([-5, 0, 3, 255, 10**9], size=(9, 11))
+    pred = rng.integers(0, 30, size=gt.shape) * (seed + 1)
+    for ignore in (None, 255):
+        keep = np.ones(gt.shape, bool) if ignore is None else gt != ignore
+        ref = contingency_matrix(gt[keep], pred[keep])  # rows / columns: sorted present labels
+        t = contingency(pred, gt, ignore)
+        rows = np.unique(t.gt_ids, return_inverse=True)[1]
+        cols = np.unique(t.pred_ids, return_inverse=True)[1]
+        # Cells in (GT, pred) order, as sklearn's nonzero() lists them row by row.
+        np.testing.assert_array_equal(t.counts, ref[ref.nonzero()])
+        np.testing.assert_array_equal(np.stack([rows, cols]), np.stack(ref.nonzero()))
+        np.testing.assert_array_equal(t.gt_sizes[t.gt_sizes > 0], ref.sum(axis=1))
+        np.testing.assert_array_equal(t.pred_sizes[t.pred_sizes > 0], ref.sum(axis=0))
+        assert t.counts.dtype == t.gt_sizes.dtype == np.int64
 
 
 def test_best_iou_all_ignored_and_shape_mismatch():
@@ -499,6 +520,7 @@ FACTORIES = {
     "segment": (lambda: SegmentBestIoU(), lambda m, p, t, g: m.update(p, g)),
     "dataset": (lambda: DatasetHungarianIoU(4, 4, n_things=2), lambda m, p, t, g: m.update(p, t)),
     "image": (lambda: ImageHungarianIoU(4, n_things=2), lambda m, p, t, g: m.update(p, t)),
+    "region": (lambda: RegionMeasures(), lambda m, p, t, g: m.update(p, g)),
 }
 
 
@@ -512,7 +534,7 @@ def test_summed_states_equal_single_process(name):
         update(rank0 if i < 2 else rank1, p, t, g)
     # By hand, as a DDP sync does on rank 0: every state becomes the elementwise sum.
     manual = copy.deepcopy(rank0)
-    for state in manual._defaults:
+    for state in manual.metric_state:
         setattr(manual, state, getattr(rank0, state) + getattr(rank1, state))
     rank0.merge_state(rank1)
     expected = as_floats(single.compute())
@@ -526,16 +548,14 @@ def test_states_keep_exact_dtypes(name):
     m = FACTORIES[name][0]()
     m.to(torch.float16)
     m.set_dtype(torch.bfloat16)
-    for state in m._defaults:
-        assert getattr(m, state).dtype == torch.int64, state
-        assert m._defaults[state].dtype == torch.int64, state
-    m.reset()
-    assert all(getattr(m, s).dtype == torch.int64 for s in m._defaults)
+    assert all(v.dtype == torch.int64 for v in m.metric_state.values())
+    m.reset()  # back to the defaults, which must not have been cast either
+    assert all(v.dtype == torch.int64 for v in m.metric_state.values())
     pred, target, gts = _images(0)[0]
     FACTORIES[name][1](m, pred, target, gts)
     out = m.compute()
     assert all(v.dtype in (torch.float64, torch.int64) for v in out.values())
-    assert out["miou" if "miou" in out else "all"].dtype == torch.float64
+    assert next(iter(out.values())).dtype == torch.float64  # the first key is a score
 
 
 @pytest.mark.cuda

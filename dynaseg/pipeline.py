@@ -1,0 +1,216 @@
+"""One image's way through dynaseg, whichever door it came in by: fit, outputs, record, failure.
+
+``dynaseg segment`` and ``python -m dynaseg.run`` both read their images as
+:class:`dynaseg.data.Sample` dicts (a failed read arrives as ``{"id", "error"}``, see
+:class:`dynaseg.data.datamodule.SafeDataset`) and hand every one to :meth:`Pipeline.submit`.
+The pipeline fits same-size images together up to ``batch_size``, writes each image's files
+(:func:`dynaseg.outputs.write_image`, in the door's :class:`~dynaseg.outputs.Layout`), scores it
+when there is ground truth, and keeps its record; an image finished earlier (the resume rule of
+:func:`dynaseg.outputs.read_done`) is read back and scored as if it had just been fitted. A
+failure costs its image only: it becomes one line in :attr:`Pipeline.failures`. The doors only
+orchestrate: they gather the records, write the run's tables and print.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torchmetrics import Metric
+from tqdm import tqdm
+
+from dynaseg.engine import SegmentationResult, Segmenter, image_seed
+from dynaseg.images import resize_labels
+from dynaseg.outputs import Layout, read_done, write_image
+
+log = logging.getLogger("dynaseg")
+FIT_ERRORS = (FloatingPointError, RuntimeError, ValueError)
+"""A fit that raises one of these fails its image only (non-finite loss, out of memory, …)."""
+
+
+class ImageFailure(RuntimeError):
+    """An image failed and the run is strict; the message names the file and the cause."""
+
+
+def settings_of(config: DictConfig, segmenter: Segmenter, max_side: int | None) -> dict[str, Any]:
+    """What decides an image's result, for its record and the resume rule: the segmenter as
+    configured (precision as resolved on this machine), the global seed and the fit size."""
+    settings = OmegaConf.to_container(config.segmenter, resolve=True)
+    if "precision" in settings:
+        settings["precision"] = segmenter.resolved_precision
+    return {"segmenter": settings, "seed": config.seed, "max_side": max_side}
+
+
+def one_line(message: str) -> str:
+    """A message on one line (decoders' messages may span several)."""
+    return " ".join(message.split())
+
+
+def flatten_scores(name: str, values: Mapping[str, torch.Tensor]) -> dict[str, float | int]:
+    """``{"all": t, …}`` of metric ``bsd500`` → ``{"bsd500/all": number, …}``."""
+    return {f"{name}/{key}": value.item() for key, value in values.items()}
+
+
+class Pipeline:
+    """Segments, writes and scores images one by one (or in same-size batches).
+
+    Args:
+        segmenter: the per-image method.
+        out: the output folder; ``layout`` says where each file goes.
+        settings: what decides a result (:func:`settings_of`), written into every record.
+        metrics: name → metric, updated with every scored image (none: no scores).
+        batch_size: same-size images fitted together.
+        resume: images finished earlier are read back instead of fitted.
+        strict: the first failure raises :class:`ImageFailure` instead of being listed.
+        details: overlay and per-iteration history for the first N images (None: all).
+        progress: a progress bar per image fitted alone.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        out: Path,
+        layout: Layout,
+        settings: dict[str, Any],
+        metrics: Mapping[str, Metric] | None = None,
+        batch_size: int = 1,
+        resume: bool = False,
+        strict: bool = False,
+        details: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.segmenter = segmenter
+        self.out = Path(out)
+        self.layout = layout
+        self.settings = settings
+        self.metrics = metrics or {}
+        self.batch_size = batch_size
+        self.resume = resume
+        self.strict = strict
+        self.details = details
+        self.progress = progress
+        self.records: list[dict[str, Any]] = []
+        self.failures: list[dict[str, str]] = []
+        self.n_resumed = 0
+        self.n_detailed = 0
+        self.pending: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+
+    def submit(self, sample: dict[str, Any]) -> None:
+        """Take one sample: fail it, read it back, or queue it for the next fit of its size."""
+        if "error" in sample:
+            self.fail(sample["id"], sample["error"])
+            return
+        if self.resume and self.read_back(sample):
+            return
+        group = self.pending.setdefault(tuple(sample["image"].shape), [])
+        group.append(sample)
+        if len(group) == self.batch_size:
+            self.fit(self.pending.pop(tuple(sample["image"].shape)))
+
+    def flush(self) -> None:
+        """Fit the incomplete batches left at the end."""
+        for shape in list(self.pending):
+            self.fit(self.pending.pop(shape))
+
+    def read_back(self, sample: dict[str, Any]) -> bool:
+        """Score and keep an image finished earlier; False if it must be fitted."""
+        done = read_done(self.out, self.layout, sample["id"], sample["size"], self.settings)
+        if isinstance(done, str):
+            if done != "not done":
+                log.warning("%s: %s; segmenting it again", sample["id"], done)
+            return False
+        labels, record = done
+        self.score(labels, sample["gt"])
+        self.records.append(record)
+        self.n_resumed += 1
+        return True
+
+    def fit(self, samples: list[dict[str, Any]]) -> None:
+        """Fit same-size samples together, then write each one's files."""
+        seeds = [image_seed(self.settings["seed"], sample["id"]) for sample in samples]
+        images = [sample["image"] for sample in samples]
+        try:
+            with torch.enable_grad():
+                if len(samples) == 1 and self.progress:
+                    results: list[Any] = [self.fit_with_bar(samples[0], seeds[0])]
+                else:
+                    results = self.segmenter.fit_many(images, seeds)
+        except FIT_ERRORS as error:
+            results = [error] * len(samples)
+        for sample, seed, result in zip(samples, seeds, results, strict=True):
+            if isinstance(result, Exception):
+                reason = result if isinstance(result, FloatingPointError) else repr_error(result)
+                self.fail(sample["id"], f"{sample['path']}: {reason}; image skipped")
+                continue
+            try:
+                self.save(sample, seed, result)
+            except OSError as error:
+                self.fail(sample["id"], f"{sample['path']}: cannot write the outputs ({error})")
+
+    def fit_with_bar(self, sample: dict[str, Any], seed: int) -> SegmentationResult:
+        """One image's fit with a progress bar showing q' and μ."""
+        total = self.segmenter.max_iter + 1
+        with tqdm(total=total, desc=sample["id"], leave=False) as bar:
+
+            def progress(iteration: int, q: int, mu: float) -> None:
+                bar.update(1)
+                bar.set_postfix(q=q, mu=f"{mu:.3g}", refresh=False)
+
+            return self.segmenter.fit(sample["image"], seed=seed, on_iteration=progress)
+
+    def save(self, sample: dict[str, Any], seed: int, result: SegmentationResult) -> None:
+        """Write an image's files and record (scored as saved, so a read-back scores alike)."""
+        labels = resize_labels(result.labels, tuple(sample["size"]))
+        image = (sample["image"].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+        record: dict[str, Any] = {
+            "id": sample["id"],
+            "input": str(sample["path"]),
+            "size": list(sample["size"]),
+            "processed_size": list(image.shape[:2]),
+            **result.summary(),
+            "image_seed": seed,
+            **self.score(labels, sample["gt"]),
+            "settings": self.settings,
+        }
+        detailed = self.details is None or self.n_detailed < self.details
+        if detailed:
+            self.n_detailed += 1
+            record["history"] = result.history
+        gt = sample["gt"].numpy()
+        write_image(self.out, self.layout, sample["id"], image, labels, record, gt, detailed)
+        self.records.append(record)
+        log.info(
+            "%s: %d clusters after %d iterations (%s) in %.1f s",
+            sample["path"],
+            record["n_clusters"],
+            record["iterations"],
+            record["stop_reason"],
+            record["seconds"],
+        )
+
+    def score(self, labels: np.ndarray, gt: torch.Tensor) -> dict[str, float | int]:
+        """Add one prediction to every metric (torchmetrics' ``forward``); its own scores."""
+        scores: dict[str, float | int] = {}
+        if gt.shape[0] == 0:
+            return scores
+        for name, metric in self.metrics.items():
+            scores.update(flatten_scores(name, metric(labels, gt)))
+        return scores
+
+    def fail(self, item_id: str, message: str) -> None:
+        """Record a failed image (one line naming the file and the cause); raise if strict."""
+        message = one_line(message)
+        log.error("%s", message)
+        self.failures.append({"id": item_id, "error": message})
+        if self.strict:
+            raise ImageFailure(message)
+
+
+def repr_error(error: BaseException) -> str:
+    """``"Type: message"`` of an exception."""
+    return f"{type(error).__name__}: {error}"

@@ -43,6 +43,7 @@ KEYS = {
     "alpha": "weighting.alpha",
     "mu": "weighting.mu",
     "threshold": "stopping.threshold",
+    "scribble_weight": "segmenter.scribble_weight",
 }
 """Option → the config key it sets (``conf/segment.yaml`` holds the defaults)."""
 GROUPS = ("backbone", "weighting", "stopping")
@@ -85,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's loop exactly: no convergence stop, float32 (with the defaults: the "
         "silhouette threshold and T = 1000)",
     )
+    seg.add_argument(
+        "--scribble",
+        type=Path,
+        help="strokes to follow (PNG: class ids, 255 = unmarked) for the one image given; in a "
+        "folder, <stem>_scribble.png beside an image is taken by itself",
+    )
+    seg.add_argument("--scribble-weight", type=float, help="weight of the scribble term [5]")
     seg.add_argument("--resume", action="store_true", help="skip images whose outputs exist")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -137,7 +145,17 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     config = segment_config(parser, args)
     segmenter = instantiate(config.segmenter)
     paths, unmatched = collect_inputs(args.paths)
-    dataset = SafeDataset(ImageFiles(paths, config.max_side), config.max_pixels)
+    files = ImageFiles(paths, config.max_side)
+    if args.scribble is not None:
+        if len(files.paths) != 1:
+            parser.error(
+                f"--scribble takes one image, got {len(files.paths)}; for many, put "
+                "<stem>_scribble.png beside each image"
+            )
+        if not args.scribble.is_file():
+            parser.error(f"--scribble {args.scribble}: no such file")
+        files.scribbles = {next(iter(files.paths.values())): args.scribble}
+    dataset = SafeDataset(files, config.max_pixels)
     pipeline = Pipeline(
         segmenter,
         args.out,

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from dynaseg.backbones import CNNBackbone
 from dynaseg.batched import Functional, StackedNetworks
 from dynaseg.images import image_to_tensor
-from dynaseg.losses import continuity_loss, similarity_loss
+from dynaseg.losses import UNMARKED, continuity_loss, scribble_loss, similarity_loss
 from dynaseg.model import SegmentationNet
 from dynaseg.stopping import ConvergenceRule, SilhouetteStopping, ThresholdStopping
 from dynaseg.weighting import FixedWeighting, FSFWeighting, SCFWeighting
@@ -72,6 +72,32 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def scribble_classes(scribble: np.ndarray | Tensor) -> list[int]:
+    """The classes a scribble marks (every value but :data:`UNMARKED`), sorted.
+
+    >>> scribble_classes(np.array([[255, 3], [0, 3]]))
+    [0, 3]
+    """
+    values = np.unique(np.asarray(scribble.cpu() if isinstance(scribble, Tensor) else scribble))
+    return [int(v) for v in values if v != UNMARKED]
+
+
+def classes_apart(labels: Tensor, scribble: Tensor) -> bool:
+    """Whether each scribble class lies mostly on a label of its own: a scribbled fit has not
+    reached its threshold while two of the classes the user told apart share one label.
+
+    >>> strokes = torch.tensor([[0, 255, 1]])
+    >>> classes_apart(torch.tensor([[4, 4, 5]]), strokes)
+    True
+    >>> classes_apart(torch.tensor([[4, 5, 4]]), strokes)
+    False
+    """
+    marked = scribble != UNMARKED
+    labels, classes = labels[marked].long(), scribble[marked]
+    modes = [int(torch.mode(labels[classes == c]).values) for c in torch.unique(classes)]
+    return len(set(modes)) == len(modes)
 
 
 def relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -133,18 +159,27 @@ def to_tensor(image: np.ndarray | Tensor) -> Tensor:
 
 
 def forward_losses(
-    net: nn.Module, x: Tensor, n_clusters: int
+    net: nn.Module,
+    x: Tensor,
+    n_clusters: int,
+    scribble: Tensor | None = None,
+    scribble_weight: float = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One forward pass: the arg-max labels, q' and both loss terms (what ``compile`` fuses).
 
     q' is counted on the device (a scatter into q flags, no host copy and no ``bincount``,
-    which would synchronise a GPU to size its output).
+    which would synchronise a GPU to size its output). With a scribble, the similarity term is
+    Kim et al.'s (2020) data term: the similarity loss over the unmarked pixels plus
+    ``scribble_weight`` times the cross-entropy against the scribbled classes.
     """
     _, response = net(x)
     target = response.argmax(1)
     present = torch.zeros(n_clusters, dtype=torch.bool, device=x.device)
     n_labels = present.index_fill(0, target.flatten(), True).sum()
-    return target, n_labels, similarity_loss(response, target), continuity_loss(response)
+    loss_sim = similarity_loss(response, target, scribble)
+    if scribble is not None:
+        loss_sim = loss_sim + scribble_weight * scribble_loss(response, scribble)
+    return target, n_labels, loss_sim, continuity_loss(response)
 
 
 def changed_fraction(target: Tensor, previous: Tensor) -> Tensor:
@@ -167,11 +202,11 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def _functional_losses(
-    template: nn.Module, state: dict[str, Tensor], x: Tensor, n_clusters: int
+    template: nn.Module, state: dict[str, Tensor], x: Tensor, n_clusters: int, *scribble: Any
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`forward_losses` of ``template`` run on another network's parameters and buffers
     (what ``compile`` traces: the tensors are inputs, so each image's network reuses it)."""
-    return forward_losses(Functional(template, state), x, n_clusters)
+    return forward_losses(Functional(template, state), x, n_clusters, *scribble)
 
 
 def structure_key(net: nn.Module) -> int:
@@ -266,6 +301,7 @@ class Segmenter:
         precision: ``"bf16"`` runs the forward pass under bfloat16 autocast (GPUs, and CPUs
             with AVX-512 BF16); the losses and the optimiser stay in float32. ``"auto"``: bf16
             where the device computes it natively (:func:`native_bf16`), else ``"fp32"``.
+        scribble_weight: weight of the scribble term in a scribbled fit (``fit(scribble=…)``).
     """
 
     def __init__(
@@ -282,6 +318,7 @@ class Segmenter:
         sync_every: int | None = None,
         precision: str = "fp32",
         convergence: ConvergenceRule | None = None,
+        scribble_weight: float = 1.0,
     ) -> None:
         if max_iter < 1:
             raise ValueError(f"max_iter (T) must be >= 1, got {max_iter}")
@@ -291,6 +328,8 @@ class Segmenter:
             raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
         if sync_every is not None and sync_every < 1:
             raise ValueError(f"sync_every must be >= 1, got {sync_every}")
+        if not scribble_weight > 0:
+            raise ValueError(f"scribble_weight must be > 0, got {scribble_weight}")
         self.backbone = backbone
         self.weighting = weighting if weighting is not None else FSFWeighting()
         self.stopping = stopping if stopping is not None else SilhouetteStopping()
@@ -305,14 +344,19 @@ class Segmenter:
         self.sync_every = sync_every
         self.precision = precision
         self.compile = compile
+        self.scribble_weight = scribble_weight
         self._compiled: dict[int, Callable[..., Any]] = {}
         """Per network structure, its compiled forward pass (one image, or a stack)."""
 
     @property
+    def never_stops_early(self) -> bool:
+        """``ThresholdStopping(0)``: the switch for "no early stop of any kind"."""
+        return isinstance(self.stopping, ThresholdStopping) and self.stopping.threshold == 0
+
+    @property
     def convergence_rule(self) -> ConvergenceRule | None:
         """The convergence rule in force (none under ``ThresholdStopping(0)``)."""
-        never = isinstance(self.stopping, ThresholdStopping) and self.stopping.threshold == 0
-        return None if never else self.convergence
+        return None if self.never_stops_early else self.convergence
 
     def build_network(self, seed: int) -> SegmentationNet:
         """A freshly initialised network, seeded without touching the global RNG state."""
@@ -331,6 +375,7 @@ class Segmenter:
         seed: int = 0,
         on_iteration: IterationCallback | None = None,
         snapshots: Collection[int] = (),
+        scribble: np.ndarray | Tensor | None = None,
     ) -> SegmentationResult:
         """Fit a fresh network to one image and return its segmentation.
 
@@ -342,12 +387,16 @@ class Segmenter:
             snapshots: iterations whose label maps to keep as well (0 = before any update), so
                 that one fit shows what every smaller T would have given; each one read
                 synchronises a GPU.
+            scribble: ``(H, W)`` integer classes < q marking some pixels, :data:`UNMARKED`
+                (255) elsewhere. The fit then honours them (:func:`forward_losses`) and its
+                q' threshold is the number of scribbled classes, as in Kim et al. (2020).
 
         Raises:
             FloatingPointError: the loss became non-finite (the message names the iteration).
         """
         callback = None if on_iteration is None else lambda _, *rest: on_iteration(*rest)
-        (result,) = self.fit_many([image], [seed], callback, snapshots)
+        scribbles = None if scribble is None else [scribble]
+        (result,) = self.fit_many([image], [seed], callback, snapshots, scribbles)
         if isinstance(result, FloatingPointError):
             raise result
         return result
@@ -358,13 +407,14 @@ class Segmenter:
         seeds: Sequence[int],
         on_iteration: BatchCallback | None = None,
         snapshots: Collection[int] = (),
+        scribbles: Sequence[np.ndarray | Tensor] | None = None,
     ) -> list[SegmentationResult | FloatingPointError]:
         """Fit one fresh network per image, all together: the one DynaSeg loop.
 
         Each image gets the network ``build_network(seed)`` gives it, its own optimiser state,
         μ, q' and stopping; one that stops keeps the labels of that exact iteration while the
         others go on. Arguments as :meth:`fit`, one seed per image; ``on_iteration`` also gets
-        the member's index.
+        the member's index. ``scribbles`` (one per image) are taken for one image at a time.
 
         Returns:
             One result per image, in order; an image whose loss became non-finite gets the
@@ -380,12 +430,18 @@ class Segmenter:
         if self.channels_last:
             xs = xs.contiguous(memory_format=torch.channels_last)
         nets = [self.build_network(seed) for seed in seeds]
-        resolved = [
-            self.stopping.resolve(x, lambda net=net, x=x: net.backbone(x[None])[0], seed)
-            for net, x, seed in zip(nets, xs, seeds, strict=True)
-        ]
+        scribble = None
+        if scribbles is not None:
+            scribble = self._scribble(scribbles, xs)
+            n_classes = 0 if self.never_stops_early else len(scribble_classes(scribble))
+            resolved = [(n_classes, None)]
+        else:
+            resolved = [
+                self.stopping.resolve(x, lambda net=net, x=x: net.backbone(x[None])[0], seed)
+                for net, x, seed in zip(nets, xs, seeds, strict=True)
+            ]
         members = _Members.start([threshold for threshold, _ in resolved], self.max_iter)
-        step, groups = self._step(nets)
+        step, groups = self._step(nets, scribble)
         optimizer = self.optimizer(groups)
         convergence = self.convergence_rule
 
@@ -413,8 +469,17 @@ class Segmenter:
                     if members.active[b]:
                         kept[b][iteration] = target[b].cpu()
             if (iteration + 1) % every == 0 or iteration == self.max_iter:
+                apart = None if scribble is None else partial(classes_apart, scribble=scribble[0])
                 self._check(
-                    history, recent, checked, iteration, members, convergence, start, on_iteration
+                    history,
+                    recent,
+                    checked,
+                    iteration,
+                    members,
+                    convergence,
+                    start,
+                    on_iteration,
+                    apart,
                 )
                 checked = iteration + 1
                 if not any(members.active):
@@ -448,14 +513,31 @@ class Segmenter:
             )
         return results
 
+    def _scribble(self, scribbles: Sequence[np.ndarray | Tensor], xs: Tensor) -> Tensor:
+        """One image's scribble as a ``(1, H, W)`` int64 tensor on the device, checked."""
+        if len(scribbles) != 1 or xs.shape[0] != 1:
+            raise ValueError("a scribbled fit takes one image at a time")
+        scribble = torch.as_tensor(np.asarray(scribbles[0])).to(self.device, torch.int64)
+        if tuple(scribble.shape) != tuple(xs.shape[2:]):
+            raise ValueError(f"scribble {tuple(scribble.shape)} and image differ in size")
+        classes = scribble_classes(scribble)
+        if not classes:
+            raise ValueError("the scribble marks no pixel")
+        if max(classes) >= self.n_clusters or min(classes) < 0:
+            raise ValueError(
+                f"scribble classes must lie in 0..{self.n_clusters - 1} (q), got {classes}"
+            )
+        return scribble[None]
+
     def _step(
-        self, nets: list[SegmentationNet]
+        self, nets: list[SegmentationNet], scribble: Tensor | None = None
     ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]], list[dict]]:
         """The batch's forward pass ``xs -> (target, q', L_sim, L_con)``, each with a leading
         batch axis, and its optimiser parameter groups: the network itself for one image, the
         networks stacked and vectorised for several."""
         if len(nets) == 1:
             net = nets[0]
+            extra = () if scribble is None else (scribble, self.scribble_weight)
             forward = partial(forward_losses, net)
             if self.compile:
                 # Compiled over the network's tensors with a template that is built once, so
@@ -469,7 +551,7 @@ class Segmenter:
                 forward = partial(self._compiled[key], state)
 
             def single(xs: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-                target, n_labels, loss_sim, loss_con = forward(xs, self.n_clusters)
+                target, n_labels, loss_sim, loss_con = forward(xs, self.n_clusters, *extra)
                 return target, n_labels[None], loss_sim[None], loss_con[None]
 
             return single, net.parameter_groups()
@@ -506,10 +588,12 @@ class Segmenter:
         convergence: ConvergenceRule | None,
         start: float,
         on_iteration: BatchCallback | None,
+        apart: Callable[[Tensor], bool] | None = None,
     ) -> None:
         """Read iterations ``first…last`` on the host (one synchronisation) and stop every
         member at the first of them where a rule fires (threshold, then convergence, then T),
-        keeping that iteration's labels; a non-finite loss fails the member."""
+        keeping that iteration's labels; a non-finite loss fails the member. ``apart(labels)``
+        also has to hold for the threshold to fire (a scribbled fit: its classes apart)."""
         rows = history[first : last + 1].tolist()
         max_iter = history.shape[0] - 1
         for offset, row in enumerate(rows):
@@ -528,7 +612,10 @@ class Segmenter:
                 reason = None
                 if convergence is not None:
                     members.still[b] = convergence.streak(members.still[b], changed)
-                if q <= members.thresholds[b]:
+                every = recent.shape[0]
+                if q <= members.thresholds[b] and (
+                    apart is None or apart(recent[iteration % every][b])
+                ):
                     reason = "threshold"
                 elif convergence is not None and members.still[b] >= convergence.window:
                     reason = "converged"

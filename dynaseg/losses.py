@@ -8,23 +8,48 @@ accepts it directly, so no permute copy is made.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+UNMARKED = 255
+"""The value of a scribble pixel that marks no class."""
 
-def similarity_loss(response: Tensor, target: Tensor) -> Tensor:
+
+def similarity_loss(response: Tensor, target: Tensor, scribble: Tensor | None = None) -> Tensor:
     """Cross-entropy of the response (as logits) against the arg-max labels, mean over pixels.
 
     Args:
         response: ``(B, q, H, W)`` response map r'.
         target: ``(B, H, W)`` integer labels (the arg-max of r', treated as fixed).
+        scribble: ``(B, H, W)`` scribble classes; the mean then runs over the unmarked pixels
+            only (Kim et al. 2020), the marked ones having :func:`scribble_loss`.
 
     >>> import torch
     >>> r = torch.tensor([[[[0.0]], [[0.0]]]])  # two clusters, equal logits, one pixel
     >>> round(float(similarity_loss(r, torch.zeros(1, 1, 1, dtype=torch.long))), 4)
     0.6931
     """
-    return F.cross_entropy(response, target)
+    if scribble is None:
+        return F.cross_entropy(response, target)
+    return _masked_mean(F.cross_entropy(response, target, reduction="none"), scribble == UNMARKED)
+
+
+def scribble_loss(response: Tensor, scribble: Tensor) -> Tensor:
+    """Cross-entropy of the response against the scribbled classes, mean over marked pixels.
+
+    >>> r = torch.tensor([[[[0.0, 5.0]], [[0.0, 0.0]]]])  # two clusters, two pixels
+    >>> round(float(scribble_loss(r, torch.tensor([[[1, UNMARKED]]]))), 4)
+    0.6931
+    """
+    marked = scribble != UNMARKED
+    classes = torch.where(marked, scribble, torch.zeros_like(scribble))
+    return _masked_mean(F.cross_entropy(response, classes, reduction="none"), marked)
+
+
+def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """The mean of ``values`` where ``mask`` holds (0 where it holds nowhere, never NaN)."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def continuity_loss(response: Tensor) -> Tensor:

@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 from dynaseg.images import resize_labels
+from dynaseg.losses import UNMARKED
+from dynaseg.scribble import draw_strokes, scribble_summary
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -191,6 +193,15 @@ def ground_truth_picture(gt: np.ndarray) -> np.ndarray:
     return picture
 
 
+def class_colours(labels: np.ndarray, scribble: np.ndarray) -> np.ndarray:
+    """Per scribble class, the overlay's colour of the label the class ended with."""
+    colours = palette(int(labels.max(initial=0)) + 1)
+    per_class = np.zeros((int(scribble[scribble != UNMARKED].max()) + 1, 3), np.uint8)
+    for value, label in scribble_summary(labels, scribble)["labels"].items():
+        per_class[int(value)] = colours[label]
+    return per_class
+
+
 def fsync_dir(path: Path) -> None:
     """Make the renames into a folder durable, so a power loss cannot undo them (POSIX only)."""
     if os.name != "posix":
@@ -211,6 +222,7 @@ def write_image(
     record: dict[str, Any],
     gt: np.ndarray | None = None,
     with_overlay: bool = True,
+    scribble: np.ndarray | None = None,
 ) -> None:
     """Write one image's files in ``layout``; the record comes last and marks the image done.
 
@@ -220,6 +232,8 @@ def write_image(
         record: facts and scores for the JSON.
         gt: ``(K, H, W)`` ground truth for the report's picture (None or K = 0: none).
         with_overlay: also write the overlay (runs keep it for their first images only).
+        scribble: ``(h, w)`` strokes the fit followed, drawn on the overlay in the colour of the
+            label each class ended with.
     """
     labels = label_image(labels)
     save_png(layout.path(root, "labels", item_id), labels)
@@ -227,7 +241,10 @@ def write_image(
         save_png(layout.path(root, "color", item_id), colorize(labels))
     if with_overlay:
         small = resize_labels(labels, image.shape[:2])
-        save_png(layout.path(root, "overlay", item_id), overlay(image, small))
+        picture = overlay(image, small)
+        if scribble is not None:
+            picture = draw_strokes(picture, scribble, class_colours(small, scribble))
+        save_png(layout.path(root, "overlay", item_id), picture)
     if "thumbnail" in layout.kinds:
         save_thumbnail(layout.path(root, "thumbnail", item_id), image)
     if "ground_truth" in layout.kinds and gt is not None and len(gt):

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from dynaseg.engine import SegmentationResult, Segmenter, image_seed
 from dynaseg.images import resize_labels
 from dynaseg.outputs import Layout, read_done, write_image
+from dynaseg.scribble import check_classes, scribble_summary
 
 log = logging.getLogger("dynaseg")
 FIT_ERRORS = (FloatingPointError, RuntimeError, ValueError)
@@ -107,6 +108,13 @@ class Pipeline:
             return
         if self.resume and self.read_back(sample):
             return
+        if "scribble" in sample:
+            problem = self.scribble_problem(sample)
+            if problem is not None:
+                self.fail(sample["id"], problem)
+            else:
+                self.fit([sample])  # a scribbled fit takes one image at a time
+            return
         group = self.pending.setdefault(tuple(sample["image"].shape), [])
         group.append(sample)
         if len(group) == self.batch_size:
@@ -116,6 +124,13 @@ class Pipeline:
         """Fit the incomplete batches left at the end."""
         for shape in list(self.pending):
             self.fit(self.pending.pop(shape))
+
+    def scribble_problem(self, sample: dict[str, Any]) -> str | None:
+        """Why this method cannot follow the sample's scribble (None: it can)."""
+        n_clusters = getattr(self.segmenter, "n_clusters", None)
+        if n_clusters is None:
+            return f"{sample['scribble_path']}: {type(self.segmenter).__name__} takes no scribbles"
+        return check_classes(sample["scribble_path"], sample["scribble"].numpy(), n_clusters)
 
     def read_back(self, sample: dict[str, Any]) -> bool:
         """Score and keep an image finished earlier; False if it must be fitted."""
@@ -134,10 +149,13 @@ class Pipeline:
         """Fit same-size samples together, then write each one's files."""
         seeds = [image_seed(self.settings["seed"], sample["id"]) for sample in samples]
         images = [sample["image"] for sample in samples]
+        scribbles = [sample["scribble"] for sample in samples if "scribble" in sample] or None
         try:
             with torch.enable_grad():
                 if len(samples) == 1 and self.progress:
                     results: list[Any] = [self.fit_with_bar(samples[0], seeds[0])]
+                elif scribbles is not None:
+                    results = self.segmenter.fit_many(images, seeds, scribbles=scribbles)
                 else:
                     results = self.segmenter.fit_many(images, seeds)
         except FIT_ERRORS as error:
@@ -161,7 +179,9 @@ class Pipeline:
                 bar.update(1)
                 bar.set_postfix(q=q, mu=f"{mu:.3g}", refresh=False)
 
-            return self.segmenter.fit(sample["image"], seed=seed, on_iteration=progress)
+            return self.segmenter.fit(
+                sample["image"], seed=seed, on_iteration=progress, scribble=sample.get("scribble")
+            )
 
     def save(self, sample: dict[str, Any], seed: int, result: SegmentationResult) -> None:
         """Write an image's files and record (scored as saved, so a read-back scores alike)."""
@@ -177,12 +197,18 @@ class Pipeline:
             **self.score(labels, sample["gt"]),
             "settings": self.settings,
         }
+        scribble = sample["scribble"].numpy() if "scribble" in sample else None
+        if scribble is not None:
+            summary = scribble_summary(result.labels, scribble)
+            record["scribble"] = {"path": sample["scribble_path"], **summary}
         detailed = self.details is None or self.n_detailed < self.details
         if detailed:
             self.n_detailed += 1
             record["history"] = result.history
         gt = sample["gt"].numpy()
-        write_image(self.out, self.layout, sample["id"], image, labels, record, gt, detailed)
+        write_image(
+            self.out, self.layout, sample["id"], image, labels, record, gt, detailed, scribble
+        )
         self.records.append(record)
         log.info(
             "%s: %d clusters after %d iterations (%s) in %.1f s",

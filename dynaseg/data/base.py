@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dynaseg.images import image_to_tensor, load_image
+from dynaseg.images import image_to_tensor, load_image, resize_labels
 
 __all__ = [
     "DatasetError",
@@ -54,7 +54,7 @@ class SampleReadError(DatasetError):
         super().__init__(f"{self.path}: {problem}")
 
 
-class Sample(TypedDict):
+class Sample(TypedDict, total=False):
     """One item, identical in shape for every dataset.
 
     Keys:
@@ -63,6 +63,9 @@ class Sample(TypedDict):
         gt: int64 tensor K×H×W holding K annotations at the evaluation size (K = 0 without GT).
         size: (H, W), the evaluation size; predictions are scored at this size.
         path: Path of the image file.
+        scribble: (optional) int64 tensor h×w of scribble classes at the model's size, 255
+            where unmarked (:mod:`dynaseg.scribble`); only items that have one carry it.
+        scribble_path: (with ``scribble``) the file it was read from.
     """
 
     id: str
@@ -70,6 +73,8 @@ class Sample(TypedDict):
     gt: torch.Tensor
     size: tuple[int, int]
     path: str
+    scribble: torch.Tensor
+    scribble_path: str
 
 
 def resize_long_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -270,12 +275,20 @@ def make_sample(
     size: tuple[int, int],
     path: Path,
     max_side: int | None = None,
+    scribble: tuple[np.ndarray, Path] | None = None,
 ) -> Sample:
-    """Assemble a `Sample`; the image is downscaled for the model, the GT is left as is."""
-    return Sample(
+    """Assemble a `Sample`; the image (and a scribble, given at the image's size with its path)
+    is downscaled for the model, the GT is left as is."""
+    work = resize_long_side(image, max_side)
+    sample = Sample(
         id=item_id,
-        image=image_to_tensor(resize_long_side(image, max_side)),
+        image=image_to_tensor(work),
         gt=gt_to_tensor(annotations, size),
         size=(int(size[0]), int(size[1])),
         path=str(path),
     )
+    if scribble is not None:
+        strokes, scribble_path = scribble
+        sample["scribble"] = torch.from_numpy(resize_labels(strokes, work.shape[:2]))
+        sample["scribble_path"] = str(scribble_path)
+    return sample

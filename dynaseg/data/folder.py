@@ -18,6 +18,8 @@ from dynaseg.data.base import (
     require_dirs,
 )
 from dynaseg.images import IMAGE_EXTENSIONS, is_image_file
+from dynaseg.scribble import SUFFIX as SCRIBBLE_SUFFIX
+from dynaseg.scribble import is_scribble_of_an_image, read_scribble, scribble_beside, scribble_owner
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "ImageFolder", "unique_stems"]
 
@@ -49,27 +51,42 @@ class ImageFiles(SegmentationDataset):
     """Image files given one by one (``dynaseg segment``'s inputs), in the order given.
 
     The id of a file is its name without the extension, made unique (:func:`unique_stems`);
-    `gt` is empty (K = 0) and `size` is the original size.
+    `gt` is empty (K = 0) and `size` is the original size. An image with a scribble
+    (``<stem>_scribble.png`` beside it, or one named in ``scribbles``) carries it; such scribble
+    files among the paths are not images of their own.
 
     Args:
         paths: the image files.
         max_side: Downscale the model input so its long side is at most this; outputs still
             come back at the original size.
+        scribbles: image path → its scribble file, for scribbles not beside their image.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], max_side: int | None = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        max_side: int | None = None,
+        scribbles: dict[Path, Path] | None = None,
+    ) -> None:
         super().__init__(".")
         check_max_side(max_side)
         self.max_side = max_side
+        self.scribbles = {Path(k): Path(v) for k, v in (scribbles or {}).items()}
         files = [Path(path) for path in paths]
+        files = [path for path in files if not is_scribble_of_an_image(path, set(files))]
         self.paths: dict[str, Path] = dict(zip(unique_stems(files), files, strict=True))
         self.ids = list(self.paths)
 
     def load(self, item_id: str) -> Sample:
-        """Read one image; the evaluation size is its original size."""
+        """Read one image (and its scribble); the evaluation size is its original size."""
         path = self.paths[item_id]
         image = read_image(path)
-        return make_sample(item_id, image, [], image.shape[:2], path, self.max_side)
+        size = image.shape[:2]
+        scribble_path = self.scribbles.get(path) or scribble_beside(path)
+        scribble = None
+        if scribble_path is not None:
+            scribble = (read_scribble(scribble_path, size), scribble_path)
+        return make_sample(item_id, image, [], size, path, self.max_side, scribble)
 
 
 class ImageFolder(ImageFiles):
@@ -106,6 +123,8 @@ class ImageFolder(ImageFiles):
             if any(part.startswith(".") for part in rel.parts):
                 continue
             if not is_image_file(path) or not path.is_file():
+                continue
+            if path.name.endswith(SCRIBBLE_SUFFIX) and scribble_owner(path):
                 continue
             item_id = path_to_id(rel)
             if item_id in self.paths:

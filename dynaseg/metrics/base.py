@@ -4,8 +4,8 @@ int64 sum-state ``Metric`` base.
 States are int64 *sums* (``dist_reduce_fx="sum"``): pixel and segment counts, and score sums
 in fixed point. DDP and ``Metric.forward`` add them with integer addition, which is
 associative, so a 1-process and an N-process run, or ``forward`` image by image and one
-``update`` per image, give bit-identical numbers (docs/method.md §3c, docs/protocols.md D); float sums would
-differ in the last bits with the summation order.
+``update`` per image, give bit-identical numbers (docs/method.md §3c, docs/protocols.md D);
+float sums would differ in the last bits with the summation order.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """``dynaseg segment PATH... --out DIR``: segment your own images, no labels, no config files.
 
+``dynaseg fit PATH... --save MODEL`` fits one network on several images; ``segment --model MODEL``
+then labels others with it (:mod:`dynaseg.reuse`); ``dynaseg report DIR`` rebuilds a report.
+
 The options are overrides of ``conf/segment.yaml``, the config the experiment framework starts
 from too (``--weighting scf`` selects ``conf/weighting/scf.yaml``); an option not given leaves
 that file's default. The images then take the same way as in ``python -m dynaseg.run``
@@ -27,8 +30,9 @@ from dynaseg.data.datamodule import SafeDataset
 from dynaseg.data.folder import ImageFiles
 from dynaseg.images import collect_inputs
 from dynaseg.outputs import FAILURE_FIELDS, FLAT, write_csv
-from dynaseg.pipeline import Pipeline, settings_of
+from dynaseg.pipeline import Pipeline, build_segmenter, settings_of
 from dynaseg.report import write_report
+from dynaseg.reuse import fit_shared, save_model
 from dynaseg.validation import ConfigError, check_segment_config
 
 log = logging.getLogger("dynaseg")
@@ -44,6 +48,8 @@ KEYS = {
     "mu": "weighting.mu",
     "threshold": "stopping.threshold",
     "scribble_weight": "segmenter.scribble_weight",
+    "model": "model",
+    "refine": "refine",
 }
 """Option → the config key it sets (``conf/segment.yaml`` holds the defaults)."""
 GROUPS = ("backbone", "weighting", "stopping")
@@ -62,24 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("paths", nargs="+", help="image files, folders of images, or glob patterns")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
-    seg.add_argument("--backbone", choices=options("backbone"), help="[cnn]")
-    seg.add_argument("--weighting", choices=options("weighting"), help="[fsf]")
-    seg.add_argument("--alpha", type=float, help="α of fsf (μ = q'/α) or scf (μ = α/q')")
-    seg.add_argument("--mu", type=float, help="μ of the fixed weighting")
+    add_method_options(seg)
     seg.add_argument("--stopping", choices=options("stopping"), help="[silhouette]")
     seg.add_argument("--threshold", type=int, help="q' threshold of --stopping threshold")
     seg.add_argument("--max-iter", type=int, help="T, the most iterations [1000]")
-    seg.add_argument("--max-side", type=int, help="downscale the long side to this for speed")
-    seg.add_argument("--seed", type=int, help="[0]")
-    seg.add_argument("--device", help="cpu, cuda, cuda:1, … [auto: cuda if any]")
-    seg.add_argument("--max-pixels", type=int, help="refuse larger fits (after --max-side)")
     seg.add_argument("--batch-size", type=int, help="fit up to N same-size images together [1]")
     seg.add_argument("--compile", action="store_true", help="fuse each iteration (torch.compile)")
-    seg.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16"),
-        help="forward-pass precision [auto: bf16 where the hardware computes it natively]",
-    )
     seg.add_argument(
         "--paper",
         action="store_true",
@@ -93,9 +87,48 @@ def build_parser() -> argparse.ArgumentParser:
         "folder, <stem>_scribble.png beside an image is taken by itself",
     )
     seg.add_argument("--scribble-weight", type=float, help="weight of the scribble term [5]")
+    seg.add_argument(
+        "--model", type=Path, help="label with a network from `dynaseg fit` (a forward pass each)"
+    )
+    seg.add_argument("--refine", type=int, help="with --model: N DynaSeg iterations per image [0]")
+    seg.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="start each image's fit from the previous one's network (frames of a video)",
+    )
     seg.add_argument("--resume", action="store_true", help="skip images whose outputs exist")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
+    fit = commands.add_parser(
+        "fit",
+        help="fit one network on several images and save it (for segment --model)",
+        description="Defaults in brackets are those of conf/segment.yaml.",
+    )
+    fit.add_argument("paths", nargs="+", help="image files, folders of images, or glob patterns")
+    fit.add_argument("--save", required=True, type=Path, help="the model file (.safetensors)")
+    add_method_options(fit)
+    fit.add_argument("--iterations", type=int, default=300, help="parameter updates [300]")
+    fit.add_argument("--crop", type=int, default=160, help="side of the random crops [160]")
+    fit.add_argument("--batch", type=int, default=4, help="crops per update [4]")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar")
+    fit.set_defaults(stopping=None, paper=False, compile=False)
     return parser
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the per-image method, shared by ``segment`` and ``fit``."""
+    parser.add_argument("--backbone", choices=options("backbone"), help="[cnn]")
+    parser.add_argument("--weighting", choices=options("weighting"), help="[fsf]")
+    parser.add_argument("--alpha", type=float, help="α of fsf (μ = q'/α) or scf (μ = α/q')")
+    parser.add_argument("--mu", type=float, help="μ of the fixed weighting")
+    parser.add_argument("--max-side", type=int, help="downscale the long side to this for speed")
+    parser.add_argument("--seed", type=int, help="[0]")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, … [auto: cuda if any]")
+    parser.add_argument("--max-pixels", type=int, help="refuse larger fits (after --max-side)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="forward-pass precision [auto: bf16 where the hardware computes it natively]",
+    )
 
 
 def group_overrides(args: argparse.Namespace) -> list[str]:
@@ -108,10 +141,12 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     """Hydra overrides for the options given; the others keep conf/segment.yaml's defaults."""
     overrides = group_overrides(args)
     for option, key in KEYS.items():
-        if getattr(args, option) is not None:
+        if getattr(args, option, None) is not None:
             overrides.append(f"{key}={getattr(args, option)}")
     if args.compile:
         overrides.append("segmenter.compile=true")
+    if getattr(args, "warm_start", False):
+        overrides.append("warm_start=true")
     return overrides
 
 
@@ -126,7 +161,7 @@ def segment_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     chosen = compose_config("segment", group_overrides(args), return_hydra_config=True)
     for key in ("weighting.alpha", "weighting.mu", "stopping.threshold"):
         group, name = key.split(".")
-        if getattr(args, name) is not None and name not in chosen[group]:
+        if getattr(args, name, None) is not None and name not in chosen[group]:
             choice = chosen.hydra.runtime.choices[group]
             accepted = ", ".join(flag(f"{group}.{k}") for k in chosen[group] if k != "_target_")
             parser.error(f"{flag(key)} does not apply to --{group} {choice} (it takes {accepted})")
@@ -143,7 +178,10 @@ def segment_config(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run ``dynaseg segment``; returns the exit status."""
     config = segment_config(parser, args)
-    segmenter = instantiate(config.segmenter)
+    try:
+        segmenter, settings = build_segmenter(config, config.max_side)
+    except ConfigError as error:
+        parser.error(str(error))
     paths, unmatched = collect_inputs(args.paths)
     files = ImageFiles(paths, config.max_side)
     if args.scribble is not None:
@@ -160,7 +198,7 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         segmenter,
         args.out,
         FLAT,
-        settings_of(config, segmenter, config.max_side),
+        settings,
         batch_size=config.batch_size,
         resume=args.resume,
         progress=not args.quiet,
@@ -187,6 +225,51 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     return 0
 
 
+def fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run ``dynaseg fit``: one network over all the readable images, saved; the exit status."""
+    config = segment_config(parser, args)
+    segmenter = instantiate(config.segmenter)
+    paths, unmatched = collect_inputs(args.paths)
+    dataset = SafeDataset(ImageFiles(paths, config.max_side), config.max_pixels)
+    failures = list(unmatched)
+    images = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if "error" in sample:
+            failures.append(sample["error"])
+        else:
+            images.append(sample["image"])
+    for message in failures:
+        log.error("%s", message)
+    if not images:
+        log.error("no image to fit on")
+        return 1
+    start = time.perf_counter()
+    with tqdm(total=args.iterations, desc="fit", disable=args.quiet) as bar:
+
+        def progress(iteration: int, q: int, mu: float) -> None:
+            bar.update(1)
+            bar.set_postfix(q=q, mu=f"{mu:.3g}", refresh=False)
+
+        try:
+            net, history = fit_shared(
+                segmenter, images, config.seed, args.iterations, args.crop, args.batch, progress
+            )
+        except ValueError as error:
+            parser.error(str(error))
+    settings = settings_of(config, segmenter, config.max_side)
+    settings["fit"] = {"images": len(images), "iterations": args.iterations, "crop": args.crop}
+    save_model(args.save, net, settings)
+    log.info(
+        "Fitted one network on %d image(s) in %.1f s (q' %d at the last update) into %s",
+        len(images),
+        time.perf_counter() - start,
+        history["q"][-1],
+        args.save,
+    )
+    return 1 if failures else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dynaseg`` console script."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -199,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s", error)
             return 1
         return 0
+    if args.command == "fit":
+        return fit_command(parser, args)
     return segment_command(parser, args)
 
 

@@ -46,7 +46,7 @@ BatchCallback = Callable[[int, int, int, float], None]
 HISTORY_KEYS = ("q", "mu", "loss_sim", "loss_con", "changed")
 """Per forward pass: q', μ, the two loss terms, and the fraction of pixels whose label differs
 from the previous pass's (1 at iteration 0, where there is none)."""
-STOP_REASONS = ("threshold", "converged", "max_iter")
+STOP_REASONS = ("threshold", "converged", "max_iter", "model")
 log = logging.getLogger(__name__)
 
 
@@ -118,7 +118,8 @@ class SegmentationResult:
     """What one image's fit produced, and how it got there."""
 
     labels: np.ndarray
-    """``(H, W)`` int32 labels 0…K−1, largest segment first."""
+    """``(H, W)`` int32 labels 0…K−1, largest segment first (or the network's cluster ids, where
+    they must mean the same from one image to the next: a saved model, warm starts)."""
     iterations: int
     """Parameter updates made (≤ T)."""
     stop_reason: str
@@ -139,7 +140,7 @@ class SegmentationResult:
     @property
     def n_clusters(self) -> int:
         """Distinct labels in the final map."""
-        return int(self.labels.max()) + 1
+        return int(np.unique(self.labels).size)
 
     def summary(self) -> dict[str, Any]:
         """The facts a user asks about, JSON-ready (no label map, no history)."""
@@ -408,6 +409,8 @@ class Segmenter:
         on_iteration: BatchCallback | None = None,
         snapshots: Collection[int] = (),
         scribbles: Sequence[np.ndarray | Tensor] | None = None,
+        warm: Any = None,
+        renumber: bool = True,
     ) -> list[SegmentationResult | FloatingPointError]:
         """Fit one fresh network per image, all together: the one DynaSeg loop.
 
@@ -415,6 +418,9 @@ class Segmenter:
         μ, q' and stopping; one that stops keeps the labels of that exact iteration while the
         others go on. Arguments as :meth:`fit`, one seed per image; ``on_iteration`` also gets
         the member's index. ``scribbles`` (one per image) are taken for one image at a time.
+        ``warm`` (a :class:`dynaseg.reuse.WarmStart`, one image) starts from its network and
+        optimiser state and takes the ones the fit ends with; ``renumber=False`` keeps the
+        cluster ids instead of renumbering the labels by size.
 
         Returns:
             One result per image, in order; an image whose loss became non-finite gets the
@@ -429,7 +435,12 @@ class Segmenter:
         xs = torch.stack(tensors).to(self.device)
         if self.channels_last:
             xs = xs.contiguous(memory_format=torch.channels_last)
-        nets = [self.build_network(seed) for seed in seeds]
+        if warm is not None and len(images) != 1:
+            raise ValueError("a warm-started fit takes one image at a time")
+        if warm is not None and warm.net is not None:
+            nets = [warm.net.to(self.device).train()]
+        else:
+            nets = [self.build_network(seed) for seed in seeds]
         scribble = None
         if scribbles is not None:
             scribble = self._scribble(scribbles, xs)
@@ -443,6 +454,8 @@ class Segmenter:
         members = _Members.start([threshold for threshold, _ in resolved], self.max_iter)
         step, groups = self._step(nets, scribble)
         optimizer = self.optimizer(groups)
+        if warm is not None and warm.optimizer_state is not None:
+            optimizer.load_state_dict(warm.optimizer_state)
         convergence = self.convergence_rule
 
         batch, every = len(nets), self.sync_every or (1 if self.device.type == "cpu" else 25)
@@ -490,6 +503,9 @@ class Segmenter:
             losses = loss_sim + mu * loss_con
             torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
             optimizer.step()
+        if warm is not None:
+            warm.net, warm.optimizer_state = nets[0], optimizer.state_dict()
+        number = relabel_by_size if renumber else lambda labels: labels.astype(np.int32)
         results: list[SegmentationResult | FloatingPointError] = []
         for b, (threshold, opt_nc) in enumerate(resolved):
             if b in members.errors:
@@ -499,16 +515,14 @@ class Segmenter:
             rows = history[: last + 1, b].cpu().T.tolist()
             results.append(
                 SegmentationResult(
-                    labels=relabel_by_size(members.labels[b].numpy()),
+                    labels=number(members.labels[b].numpy()),
                     iterations=last,
                     stop_reason=members.reasons[b],
                     threshold=threshold,
                     opt_nc=opt_nc,
                     seconds=members.seconds[b],
                     history=dict(zip(HISTORY_KEYS, rows, strict=True)),
-                    snapshots={
-                        t: relabel_by_size(kept[b][t].numpy()) for t in sorted(kept[b]) if t <= last
-                    },
+                    snapshots={t: number(kept[b][t].numpy()) for t in sorted(kept[b]) if t <= last},
                 )
             )
         return results

@@ -27,7 +27,9 @@ from tqdm import tqdm
 from dynaseg.engine import SegmentationResult, Segmenter, image_seed
 from dynaseg.images import resize_labels
 from dynaseg.outputs import Layout, read_done, write_image
+from dynaseg.reuse import ModelError, ModelSegmenter, WarmStart, file_digest
 from dynaseg.scribble import check_classes, scribble_summary
+from dynaseg.validation import ConfigError, build
 
 log = logging.getLogger("dynaseg")
 FIT_ERRORS = (FloatingPointError, RuntimeError, ValueError)
@@ -45,6 +47,30 @@ def settings_of(config: DictConfig, segmenter: Segmenter, max_side: int | None) 
     if "precision" in settings:
         settings["precision"] = segmenter.resolved_precision
     return {"segmenter": settings, "seed": config.seed, "max_side": max_side}
+
+
+def build_segmenter(config: DictConfig, max_side: int | None) -> tuple[Any, dict[str, Any]]:
+    """The per-image method of a config and the settings that decide its results, for both
+    doors: the configured segmenter, used as is, through a saved network (``model``, with
+    ``refine``) or warm-started from image to image (``warm_start``).
+
+    Raises:
+        ConfigError: a part that cannot be built, or a model file that does not fit.
+    """
+    segmenter = build(config, "segmenter")
+    settings = settings_of(config, segmenter, max_side)
+    model = config.get("model")
+    if model is not None:
+        settings.update(model={"path": str(model), "sha256": file_digest(Path(model))})
+        settings.update(refine=config.refine)
+        try:
+            return ModelSegmenter(segmenter, Path(model), settings, config.refine), settings
+        except ModelError as error:
+            raise ConfigError(str(error)) from None
+    if config.get("warm_start"):
+        settings.update(warm_start=True)
+        return WarmStart(segmenter=segmenter), settings
+    return segmenter, settings
 
 
 def one_line(message: str) -> str:

@@ -29,7 +29,7 @@ from dynaseg.config import config_dir, register_resolvers
 from dynaseg.data.datamodule import SegmentationDataModule
 from dynaseg.module import DynaSegModule
 from dynaseg.outputs import RUN, atomic_write
-from dynaseg.pipeline import ImageFailure, settings_of
+from dynaseg.pipeline import ImageFailure, build_segmenter
 from dynaseg.validation import ConfigError, build, check_config, check_run_dir
 
 log = logging.getLogger("dynaseg.run")
@@ -53,15 +53,15 @@ def run(config: DictConfig) -> dict[str, float]:
     check_config(config)
     output_dir = Path(config.paths.output_dir)
     check_run_dir(config, output_dir)
-    segmenter = build(config, "segmenter")
     dataset = build(config, "dataset")
+    segmenter, settings = build_segmenter(config, getattr(dataset, "max_side", None))
     metrics = {name: build(config, f"metric.{name}") for name in config.metric}
     logger = build(config, "logger")
     trainer = build(config, "trainer", logger=logger)
     module = DynaSegModule(
         segmenter,
         metrics,
-        settings_of(config, segmenter, getattr(dataset, "max_side", None)),
+        settings,
         output_dir,
         save_overlays=config.save_overlays,
         run_name=config.run_name,

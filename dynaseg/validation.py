@@ -100,6 +100,16 @@ def check_segment_config(config: DictConfig) -> None:
     batch_size = config.get("batch_size", 1)
     if not whole(batch_size) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    refine = config.get("refine", 0)
+    if not whole(refine) or refine < 0:
+        raise ConfigError(f"refine must be a whole number >= 0, got {refine!r}")
+    model = config.get("model")
+    if model is not None and not Path(str(model)).is_file():
+        raise ConfigError(f"model={model}: no such file (fit one with dynaseg fit --save)")
+    if config.get("warm_start", False) and (model is not None or batch_size != 1):
+        raise ConfigError(
+            "warm_start=true fits one image at a time from scratch: no model, batch 1"
+        )
 
 
 def used_parts(config: DictConfig) -> list[str]:

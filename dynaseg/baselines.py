@@ -14,7 +14,6 @@ experiment runner scores them exactly as it scores DynaSeg. Nothing is optimised
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from dynaseg.clustering import kmeans_batched
 from dynaseg.engine import (
     HISTORY_KEYS,
     IterationCallback,
+    OneAtATime,
     SegmentationResult,
     relabel_by_size,
     resolve_device,
@@ -53,16 +53,7 @@ def _to_uint8(image: np.ndarray | Tensor) -> np.ndarray:
     return image
 
 
-class _OneAtATime:
-    """``fit_many`` for a method with nothing to batch: each image on its own."""
-
-    def fit_many(
-        self, images: Sequence[np.ndarray | Tensor], seeds: Sequence[int]
-    ) -> list[SegmentationResult]:
-        return [self.fit(image, seed) for image, seed in zip(images, seeds, strict=True)]
-
-
-class KMeansSegmenter(_OneAtATime):
+class KMeansSegmenter(OneAtATime):
     """k-means on pixel colours: the "k-means" row of Table 1.
 
     Centroids are fitted by k-means++ and Lloyd iterations on a seeded subsample of the pixels
@@ -162,7 +153,7 @@ class KMeansSegmenter(_OneAtATime):
         )
 
 
-class FelzenszwalbSegmenter(_OneAtATime):
+class FelzenszwalbSegmenter(OneAtATime):
     """Felzenszwalb & Huttenlocher (2004) graph-based segmentation: the "Graph-based" row.
 
     Runs :func:`skimage.segmentation.felzenszwalb` on the uint8 RGB image. The algorithm is

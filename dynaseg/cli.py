@@ -19,9 +19,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -50,25 +51,22 @@ KEYS = {
     "scribble_weight": "segmenter.scribble_weight",
     "model": "model",
     "refine": "refine",
+    "iterations": "fit_shared.iterations",
+    "crop": "fit_shared.crop",
+    "batch": "fit_shared.batch",
 }
 """Option → the config key it sets (``conf/segment.yaml`` holds the defaults)."""
 GROUPS = ("backbone", "weighting", "stopping")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``dynaseg`` argument parser (sub-commands ``segment`` and ``report``)."""
+    """The ``dynaseg`` argument parser (sub-commands ``segment``, ``fit`` and ``report``)."""
     parser = argparse.ArgumentParser(prog="dynaseg", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     report = commands.add_parser("report", help="(re)build report.html of a run or output folder")
     report.add_argument("folder", type=Path, help="a run directory, a --out folder, or a multirun")
-    seg = commands.add_parser(
-        "segment",
-        help="segment images into <stem>_labels.png and friends",
-        description="Defaults in brackets are those of conf/segment.yaml.",
-    )
-    seg.add_argument("paths", nargs="+", help="image files, folders of images, or glob patterns")
+    seg = image_command(commands, "segment", "segment images into <stem>_labels.png and friends")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
-    add_method_options(seg)
     seg.add_argument("--stopping", choices=options("stopping"), help="[silhouette]")
     seg.add_argument("--threshold", type=int, help="q' threshold of --stopping threshold")
     seg.add_argument("--max-iter", type=int, help="T, the most iterations [1000]")
@@ -98,19 +96,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--resume", action="store_true", help="skip images whose outputs exist")
     seg.add_argument("--quiet", action="store_true", help="no progress bars")
-    fit = commands.add_parser(
-        "fit",
-        help="fit one network on several images and save it (for segment --model)",
-        description="Defaults in brackets are those of conf/segment.yaml.",
+    fit = image_command(
+        commands, "fit", "fit one network on several images and save it (for segment --model)"
     )
-    fit.add_argument("paths", nargs="+", help="image files, folders of images, or glob patterns")
     fit.add_argument("--save", required=True, type=Path, help="the model file (.safetensors)")
-    add_method_options(fit)
-    fit.add_argument("--iterations", type=int, default=300, help="parameter updates [300]")
-    fit.add_argument("--crop", type=int, default=160, help="side of the random crops [160]")
-    fit.add_argument("--batch", type=int, default=4, help="crops per update [4]")
+    fit.add_argument("--iterations", type=int, help="parameter updates [300]")
+    fit.add_argument("--crop", type=int, help="side of the random crops [160]")
+    fit.add_argument("--batch", type=int, help="crops per update [4]")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.set_defaults(stopping=None, paper=False, compile=False)
+    return parser
+
+
+def image_command(commands: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A sub-command over image paths with the options that choose the method (``segment``,
+    ``fit``); their defaults are conf/segment.yaml's."""
+    parser = commands.add_parser(
+        name, help=help, description="Defaults in brackets are those of conf/segment.yaml."
+    )
+    parser.add_argument("paths", nargs="+", help="image files, folders of images, or glob patterns")
+    add_method_options(parser)
     return parser
 
 
@@ -245,20 +250,16 @@ def fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         log.error("no image to fit on")
         return 1
     start = time.perf_counter()
-    with tqdm(total=args.iterations, desc="fit", disable=args.quiet) as bar:
+    shared = OmegaConf.to_container(config.fit_shared, resolve=True)
+    with tqdm(total=shared["iterations"], desc="fit", disable=args.quiet) as bar:
 
         def progress(iteration: int, q: int, mu: float) -> None:
             bar.update(1)
             bar.set_postfix(q=q, mu=f"{mu:.3g}", refresh=False)
 
-        try:
-            net, history = fit_shared(
-                segmenter, images, config.seed, args.iterations, args.crop, args.batch, progress
-            )
-        except ValueError as error:
-            parser.error(str(error))
+        net, history = fit_shared(segmenter, images, config.seed, **shared, on_iteration=progress)
     settings = settings_of(config, segmenter, config.max_side)
-    settings["fit"] = {"images": len(images), "iterations": args.iterations, "crop": args.crop}
+    settings.update(fit_shared=shared, fitted_on=len(images))
     save_model(args.save, net, settings)
     log.info(
         "Fitted one network on %d image(s) in %.1f s (q' %d at the last update) into %s",

@@ -248,6 +248,30 @@ class _CompiledOrEager:
         return self.eager(*args)
 
 
+class OneAtATime:
+    """``fit_many`` for a method that fits its images one by one (nothing to batch, or each
+    image starting from the one before), answering as :meth:`Segmenter.fit_many` does: in
+    order, a non-finite loss failing its image only. Subclasses define ``fit``."""
+
+    def fit_many(
+        self,
+        images: Sequence[np.ndarray | Tensor],
+        seeds: Sequence[int],
+        on_iteration: BatchCallback | None = None,
+        snapshots: Collection[int] = (),
+        scribbles: Sequence[np.ndarray | Tensor] | None = None,
+    ) -> list[SegmentationResult | FloatingPointError]:
+        strokes = list(scribbles) if scribbles is not None else [None] * len(images)
+        results: list[SegmentationResult | FloatingPointError] = []
+        for image, seed, scribble in zip(images, seeds, strokes, strict=True):
+            extra = {} if scribble is None else {"scribble": scribble}
+            try:
+                results.append(self.fit(image, seed, **extra))
+            except FloatingPointError as error:
+                results.append(error)
+        return results
+
+
 @dataclass
 class _Members:
     """The host's view of a batch's members while the fit runs."""

@@ -24,10 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import Metric
 from tqdm import tqdm
 
+from dynaseg.data.datamodule import SafeDataset
+from dynaseg.data.folder import ImageFiles
 from dynaseg.engine import SegmentationResult, Segmenter, image_seed
-from dynaseg.images import resize_labels
+from dynaseg.images import collect_inputs, resize_labels
 from dynaseg.outputs import Layout, read_done, write_image
-from dynaseg.reuse import ModelError, ModelSegmenter, WarmStart, file_digest
+from dynaseg.reuse import ModelError, ModelSegmenter, WarmStart, file_digest, fit_shared
 from dynaseg.scribble import check_classes, scribble_summary
 from dynaseg.validation import ConfigError, build
 
@@ -59,18 +61,45 @@ def build_segmenter(config: DictConfig, max_side: int | None) -> tuple[Any, dict
     """
     segmenter = build(config, "segmenter")
     settings = settings_of(config, segmenter, max_side)
-    model = config.get("model")
+    model, fit_on = config.get("model"), config.get("fit_on")
     if model is not None:
         settings.update(model={"path": str(model), "sha256": file_digest(Path(model))})
         settings.update(refine=config.refine)
         try:
-            return ModelSegmenter(segmenter, Path(model), settings, config.refine), settings
+            labeller = ModelSegmenter.from_file(segmenter, Path(model), settings, config.refine)
         except ModelError as error:
             raise ConfigError(str(error)) from None
+        return labeller, settings
+    if fit_on is not None:
+        shared = OmegaConf.to_container(config.fit_shared, resolve=True)
+        settings.update(fit_on=list(fit_on), fit_shared=shared, refine=config.refine)
+        images = shared_fit_images(list(fit_on), max_side, config.max_pixels)
+        log.info("fitting one network on %d image(s) (fit_on)", len(images))
+        net, _ = fit_shared(segmenter, images, config.seed, **shared)
+        return ModelSegmenter(segmenter, net, config.refine), settings
     if config.get("warm_start"):
         settings.update(warm_start=True)
         return WarmStart(segmenter=segmenter), settings
     return segmenter, settings
+
+
+def shared_fit_images(specs: list[str], max_side: int | None, max_pixels: int | None) -> list:
+    """The readable images of ``fit_on`` (files, folders, globs), as the fit sees them; the
+    unreadable ones are reported and left out."""
+    paths, unmatched = collect_inputs(specs)
+    dataset = SafeDataset(ImageFiles(paths, max_side), max_pixels)
+    images = []
+    for message in unmatched:
+        log.error("fit_on: %s", message)
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if "error" in sample:
+            log.error("fit_on: %s", sample["error"])
+        else:
+            images.append(sample["image"])
+    if not images:
+        raise ConfigError(f"fit_on={specs}: no readable image to fit on")
+    return images
 
 
 def one_line(message: str) -> str:

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from dynaseg.engine import (
     HISTORY_KEYS,
+    OneAtATime,
     SegmentationResult,
     Segmenter,
     forward_losses,
@@ -178,29 +179,12 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-class ModelSegmenter:
-    """Labels images with a saved network: one forward pass each (``refine=0``), or N DynaSeg
-    iterations per image starting from it. Label ids are the network's cluster ids.
+class _AroundSegmenter(OneAtATime):
+    """Stands where its DynaSeg :class:`Segmenter` stands: the framework moves it to the
+    trainer's device through ``device``, which moves its network too."""
 
-    Args:
-        segmenter: the DynaSeg segmenter of the same settings (its loop refines; its network
-            shape must match the model's).
-        model: the safetensors file of :func:`save_model`.
-        settings: the settings in force, checked against the model's.
-        refine: DynaSeg iterations per image from the saved network (0: forward pass only).
-    """
-
-    def __init__(
-        self, segmenter: Segmenter, model: Path, settings: dict[str, Any], refine: int = 0
-    ) -> None:
-        if refine < 0:
-            raise ValueError(f"refine must be >= 0, got {refine}")
-        self.segmenter = segmenter
-        self.model = Path(model)
-        self.net = load_model(self.model, segmenter, settings)
-        self.refine = refine
-        self.n_clusters = segmenter.n_clusters
-        self.max_iter = refine
+    segmenter: Segmenter
+    net: SegmentationNet | None
 
     @property
     def device(self) -> torch.device:
@@ -209,7 +193,36 @@ class ModelSegmenter:
     @device.setter
     def device(self, device: str | torch.device) -> None:
         self.segmenter.device = resolve_device(device)
-        self.net = self.net.to(self.segmenter.device)
+        if self.net is not None:
+            self.net = self.net.to(self.segmenter.device)
+
+
+class ModelSegmenter(_AroundSegmenter):
+    """Labels images with a saved network: one forward pass each (``refine=0``), or N DynaSeg
+    iterations per image starting from it. Label ids are the network's cluster ids.
+
+    Args:
+        segmenter: the DynaSeg segmenter of the same settings (its loop refines; its network
+            shape must match the model's).
+        net: the fitted network (:func:`fit_shared`, or :meth:`from_file`).
+        refine: DynaSeg iterations per image from the saved network (0: forward pass only).
+    """
+
+    def __init__(self, segmenter: Segmenter, net: SegmentationNet, refine: int = 0) -> None:
+        if refine < 0:
+            raise ValueError(f"refine must be >= 0, got {refine}")
+        self.segmenter = segmenter
+        self.net = net.to(segmenter.device)
+        self.refine = refine
+        self.n_clusters = segmenter.n_clusters
+        self.max_iter = refine
+
+    @classmethod
+    def from_file(
+        cls, segmenter: Segmenter, model: Path, settings: dict[str, Any], refine: int = 0
+    ) -> ModelSegmenter:
+        """Label with the network saved in ``model`` (checked against ``settings``)."""
+        return cls(segmenter, load_model(Path(model), segmenter, settings), refine)
 
     def label(self, image: np.ndarray | Tensor) -> np.ndarray:
         """One forward pass: the arg-max cluster id of every pixel. BatchNorm uses the
@@ -246,23 +259,8 @@ class ModelSegmenter:
         segmenter.max_iter = max(self.refine, 1)
         return warm.fit_with(segmenter, image, seed, on_iteration, scribble)
 
-    def fit_many(
-        self,
-        images: Sequence[np.ndarray | Tensor],
-        seeds: Sequence[int],
-        on_iteration: Any = None,
-        snapshots: Any = (),
-        scribbles: Sequence[np.ndarray | Tensor] | None = None,
-    ) -> list[SegmentationResult | FloatingPointError]:
-        """:meth:`fit` for each image in turn (a forward pass needs no batching)."""
-        strokes = list(scribbles) if scribbles is not None else [None] * len(images)
-        return [
-            self.fit(image, seed, scribble=scribble)
-            for image, seed, scribble in zip(images, seeds, strokes, strict=True)
-        ]
 
-
-class WarmStart:
+class WarmStart(_AroundSegmenter):
     """Each fit continues from the network and optimiser state the previous one ended with
     (frames of a video): the first frame is fitted from scratch, and since a frame starts where
     the last one settled, the convergence rule stops it sooner and its ids carry over.
@@ -279,14 +277,6 @@ class WarmStart:
         if segmenter is not None:
             self.n_clusters = segmenter.n_clusters
             self.max_iter = segmenter.max_iter
-
-    @property
-    def device(self) -> torch.device:
-        return self.segmenter.device
-
-    @device.setter
-    def device(self, device: str | torch.device) -> None:
-        self.segmenter.device = resolve_device(device)
 
     def fit_with(
         self,
@@ -319,21 +309,3 @@ class WarmStart:
     ) -> SegmentationResult:
         """Fit the next frame from where the previous one ended."""
         return self.fit_with(self.segmenter, image, seed, on_iteration, scribble)
-
-    def fit_many(
-        self,
-        images: Sequence[np.ndarray | Tensor],
-        seeds: Sequence[int],
-        on_iteration: Any = None,
-        snapshots: Any = (),
-        scribbles: Sequence[np.ndarray | Tensor] | None = None,
-    ) -> list[SegmentationResult | FloatingPointError]:
-        """The frames in order, each from the previous one."""
-        strokes = list(scribbles) if scribbles is not None else [None] * len(images)
-        results: list[SegmentationResult | FloatingPointError] = []
-        for image, seed, scribble in zip(images, seeds, strokes, strict=True):
-            try:
-                results.append(self.fit(image, seed, scribble=scribble))
-            except FloatingPointError as error:
-                results.append(error)
-        return results

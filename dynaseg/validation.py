@@ -106,6 +106,13 @@ def check_segment_config(config: DictConfig) -> None:
     model = config.get("model")
     if model is not None and not Path(str(model)).is_file():
         raise ConfigError(f"model={model}: no such file (fit one with dynaseg fit --save)")
+    if model is not None and config.get("fit_on") is not None:
+        raise ConfigError("model and fit_on both name the network to label with: give one")
+    shared = config.get("fit_shared") or {}
+    for key, least in (("iterations", 1), ("crop", 2), ("batch", 1)):
+        value = shared.get(key, least)
+        if not whole(value) or value < least:
+            raise ConfigError(f"fit_shared.{key} must be a whole number >= {least}, got {value!r}")
     if config.get("warm_start", False) and (model is not None or batch_size != 1):
         raise ConfigError(
             "warm_start=true fits one image at a time from scratch: no model, batch 1"

@@ -31,7 +31,7 @@ from tables import dataset_arguments
 
 from dynaseg.config import compose_config
 from dynaseg.engine import image_seed
-from dynaseg.outputs import overlay
+from dynaseg.outputs import RUN, overlay
 
 CURVES = {
     "FSF (α = 15)": "bsd_fsf_cnn",
@@ -71,7 +71,7 @@ def examples(args: argparse.Namespace) -> Image.Image:
         image = (sample["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         row = [image, overlay(image, sample["gt"][0].numpy())]
         for _, folder in runs:
-            with Image.open(Path(folder) / "predictions" / f"{item_id}.png") as prediction:
+            with Image.open(RUN.path(Path(folder), "labels", item_id)) as prediction:
                 row.append(overlay(image, np.asarray(prediction).astype(np.int64)))
         height = 240
         tiles.append(

@@ -78,7 +78,7 @@ def forward_seconds(model: Path, root: Path, split: str) -> float:
     """Median wall time of one forward pass on the first native image of the split."""
     config = compose_config("segment")
     _, settings = read_model(model)
-    labeller = ModelSegmenter(instantiate(config.segmenter), model, settings)
+    labeller = ModelSegmenter.from_file(instantiate(config.segmenter), model, settings)
     sample = BSDS500(root, split=split, limit=1)[0]
     labeller.label(sample["image"])  # warm-up
     times = []

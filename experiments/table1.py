@@ -41,6 +41,8 @@ from tables import (
     read_rows,
 )
 
+from dynaseg.outputs import RUN
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 END = "<!-- end of the part written by experiments/table1.py; text below is kept -->"
@@ -83,7 +85,7 @@ def command(args: argparse.Namespace, method: str, folder: Path) -> list[str]:
     if fitted:
         overrides += [f"dataset.max_side={args.max_side or 'null'}", f"max_iter={args.max_iter}"]
     overrides += args.override
-    if (folder / "records").is_dir():
+    if RUN.records(folder):
         overrides.append("resume=true")
     return [sys.executable, "-m", "dynaseg.run", *overrides]
 

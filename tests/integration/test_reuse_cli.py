@@ -89,3 +89,20 @@ def test_warm_started_frames_run_in_order_and_say_so(tmp_path):
     assert main(["segment", str(folder), "--warm-start", "--out", str(out), *fast]) == 0
     records = [json.loads(path.read_text()) for path in FLAT.records(out)]
     assert len(records) == 2 and all(r["settings"]["warm_start"] for r in records)
+
+
+def test_a_run_can_fit_on_one_set_of_images_and_label_another(model, tmp_path):
+    folder, _ = model
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "dynaseg.run", "dataset=folder", f"dataset.root={folder}"]
+    shared = ["fit_shared.iterations=3", "fit_shared.crop=16", "fit_shared.batch=2"]
+    subprocess.run(
+        [*command, f"fit_on=[{folder / 'good.png'}]", *shared, f"hydra.run.dir={run}"],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
+    for item in ("good", "tall"):
+        record = json.loads(RUN.path(run, "record", item).read_text())
+        assert record["stop_reason"] == "model"
+        assert record["settings"]["fit_on"] == [str(folder / "good.png")]

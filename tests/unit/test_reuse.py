@@ -56,12 +56,12 @@ def test_a_saved_model_labels_exactly_as_the_network_it_saved(tmp_path):
     net, history = fit_shared(segmenter, images, seed=0, iterations=5, crop=16, batch=2)
     assert len(history["q"]) == 5
     save_model(tmp_path / "m.safetensors", net, settings(segmenter))
-    model = ModelSegmenter(segmenter, tmp_path / "m.safetensors", settings(segmenter))
+    model = ModelSegmenter.from_file(segmenter, tmp_path / "m.safetensors", settings(segmenter))
     net.eval()
     with torch.no_grad():
         expected = net(torch.from_numpy(images[1]).permute(2, 0, 1).float().div(255)[None])[1]
     np.testing.assert_array_equal(model.label(images[1]), expected.argmax(1)[0].numpy())
-    again = ModelSegmenter(segmenter, tmp_path / "m.safetensors", settings(segmenter))
+    again = ModelSegmenter.from_file(segmenter, tmp_path / "m.safetensors", settings(segmenter))
     np.testing.assert_array_equal(again.fit(images[0]).labels, model.fit(images[0]).labels)
 
 
@@ -69,19 +69,19 @@ def test_what_is_not_a_model_of_these_settings_is_refused_naming_the_file(tmp_pa
     segmenter = small_segmenter()
     (tmp_path / "notes.safetensors").write_text("hello")
     with pytest.raises(ModelError, match="notes.safetensors: not a dynaseg model"):
-        ModelSegmenter(segmenter, tmp_path / "notes.safetensors", settings(segmenter))
+        ModelSegmenter.from_file(segmenter, tmp_path / "notes.safetensors", settings(segmenter))
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ModelError, match="other.safetensors: not a dynaseg model"):
-        ModelSegmenter(segmenter, tmp_path / "other.safetensors", settings(segmenter))
+        ModelSegmenter.from_file(segmenter, tmp_path / "other.safetensors", settings(segmenter))
     net, _ = fit_shared(segmenter, [layouts(0)[0]], iterations=1, crop=16, batch=1)
     save_model(tmp_path / "m.safetensors", net, settings(segmenter))
     bigger = Segmenter(n_clusters=32)
     with pytest.raises(
         ModelError, match=r"m.safetensors: fitted with other settings \(backbone, n_clusters"
     ):
-        ModelSegmenter(bigger, tmp_path / "m.safetensors", settings(bigger))
+        ModelSegmenter.from_file(bigger, tmp_path / "m.safetensors", settings(bigger))
     with pytest.raises(ModelError, match="no such model file"):
-        ModelSegmenter(segmenter, tmp_path / "missing.safetensors", settings(segmenter))
+        ModelSegmenter.from_file(segmenter, tmp_path / "missing.safetensors", settings(segmenter))
 
 
 def majority(labels: np.ndarray, regions: np.ndarray) -> list[int]:
@@ -96,7 +96,7 @@ def test_fit_once_gives_each_material_one_id_in_every_image(tmp_path):
     fitted = [layouts(seed)[0] for seed in range(3)]
     net, _ = fit_shared(segmenter, fitted, seed=0, iterations=150, crop=24, batch=4)
     save_model(tmp_path / "m.safetensors", net, settings(segmenter))
-    model = ModelSegmenter(segmenter, tmp_path / "m.safetensors", settings(segmenter))
+    model = ModelSegmenter.from_file(segmenter, tmp_path / "m.safetensors", settings(segmenter))
     ids = []
     for seed in range(3, 7):  # images the network never saw
         image, regions = layouts(seed)

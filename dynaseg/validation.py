@@ -106,6 +106,9 @@ def check_segment_config(config: DictConfig) -> None:
     model = config.get("model")
     if model is not None and not Path(str(model)).is_file():
         raise ConfigError(f"model={model}: no such file (fit one with dynaseg fit --save)")
+    reuse = [key for key in ("model", "fit_on", "warm_start") if config.get(key)]
+    if reuse and "backbone" not in config.segmenter:
+        raise ConfigError(f"{reuse[0]} needs a DynaSeg network to reuse: method=dynaseg")
     if model is not None and config.get("fit_on") is not None:
         raise ConfigError("model and fit_on both name the network to label with: give one")
     shared = config.get("fit_shared") or {}

@@ -13,6 +13,7 @@ from dynaseg.validation import (
     build,
     check_config,
     check_run_dir,
+    check_segment_config,
     to_plain,
 )
 
@@ -106,3 +107,11 @@ def test_resume_needs_the_same_method_and_data(tmp_path):
         check_run_dir(
             compose_config("run", ["max_iter=5", "weighting=scf", "resume=true"]), tmp_path
         )
+
+
+def test_reusing_a_network_needs_the_dynaseg_method(tmp_path):
+    with pytest.raises(ConfigError, match="warm_start needs a DynaSeg network"):
+        check_segment_config(compose_config("segment", ["method=kmeans", "warm_start=true"]))
+    with pytest.raises(ConfigError, match="model and fit_on both name"):
+        (tmp_path / "m").write_text("x")
+        check_segment_config(compose_config("segment", [f"model={tmp_path / 'm'}", "fit_on=[a]"]))

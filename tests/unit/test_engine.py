@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +269,17 @@ def test_compiled_fits_reuse_one_graph_per_image_size():
     for height, width in [(12, 14), (12, 14), (12, 14), (13, 15), (13, 15)]:
         method.fit(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), seed=height)
     assert counters["stats"]["unique_graphs"] == 2  # a new network per image is no new graph
+
+
+@pytest.mark.parametrize(("padding", "one_segment"), [("replicate", True), ("zeros", False)])
+def test_a_flat_image_is_one_segment_only_without_zero_padding(padding, one_segment):
+    """Zero padding (the paper's) makes the border pixels differ from the interior, so even a
+    flat image splits into segments along its edges; replicate padding keeps it one segment."""
+    segmenter = Segmenter(
+        backbone=partial(CNNBackbone, padding_mode=padding),
+        stopping=ThresholdStopping(1),
+        convergence=ConvergenceRule(0.005, 5),
+        max_iter=50,
+    )
+    result = segmenter.fit(np.full((24, 32, 3), 120, np.uint8), seed=0)
+    assert (result.n_clusters == 1) is one_segment

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from dynaseg.backbones import CNNBackbone
 from dynaseg.batched import Functional, StackedNetworks
 from dynaseg.images import image_to_tensor
-from dynaseg.losses import UNMARKED, continuity_loss, scribble_loss, similarity_loss
+from dynaseg.losses import UNMARKED, Strokes, continuity_loss, scribble_loss, similarity_loss
 from dynaseg.model import SegmentationNet
 from dynaseg.stopping import ConvergenceRule, SilhouetteStopping, ThresholdStopping
 from dynaseg.weighting import FixedWeighting, FSFWeighting, SCFWeighting
@@ -82,6 +82,19 @@ def scribble_classes(scribble: np.ndarray | Tensor) -> list[int]:
     """
     values = np.unique(np.asarray(scribble.cpu() if isinstance(scribble, Tensor) else scribble))
     return [int(v) for v in values if v != UNMARKED]
+
+
+class ScribbleError(ValueError):
+    """A scribble that cannot guide this fit (no marked pixel, a class id not below q)."""
+
+
+@dataclass
+class FitState:
+    """A network and its optimiser state carried from one fit into the next (warm starts): a
+    fit given one starts from them and leaves its own in their place."""
+
+    net: SegmentationNet | None = None
+    optimizer: dict[str, Any] | None = None
 
 
 def classes_apart(labels: Tensor, scribble: Tensor) -> bool:
@@ -163,7 +176,7 @@ def forward_losses(
     net: nn.Module,
     x: Tensor,
     n_clusters: int,
-    scribble: Tensor | None = None,
+    strokes: Strokes | None = None,
     scribble_weight: float = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One forward pass: the arg-max labels, q' and both loss terms (what ``compile`` fuses).
@@ -177,9 +190,9 @@ def forward_losses(
     target = response.argmax(1)
     present = torch.zeros(n_clusters, dtype=torch.bool, device=x.device)
     n_labels = present.index_fill(0, target.flatten(), True).sum()
-    loss_sim = similarity_loss(response, target, scribble)
-    if scribble is not None:
-        loss_sim = loss_sim + scribble_weight * scribble_loss(response, scribble)
+    loss_sim = similarity_loss(response, target, strokes)
+    if strokes is not None:
+        loss_sim = loss_sim + scribble_weight * scribble_loss(response, strokes)
     return target, n_labels, loss_sim, continuity_loss(response)
 
 
@@ -203,11 +216,11 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def _functional_losses(
-    template: nn.Module, state: dict[str, Tensor], x: Tensor, n_clusters: int, *scribble: Any
+    template: nn.Module, state: dict[str, Tensor], x: Tensor, n_clusters: int, *strokes: Any
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`forward_losses` of ``template`` run on another network's parameters and buffers
     (what ``compile`` traces: the tensors are inputs, so each image's network reuses it)."""
-    return forward_losses(Functional(template, state), x, n_clusters, *scribble)
+    return forward_losses(Functional(template, state), x, n_clusters, *strokes)
 
 
 def structure_key(net: nn.Module) -> int:
@@ -401,6 +414,8 @@ class Segmenter:
         on_iteration: IterationCallback | None = None,
         snapshots: Collection[int] = (),
         scribble: np.ndarray | Tensor | None = None,
+        state: FitState | None = None,
+        renumber: bool = True,
     ) -> SegmentationResult:
         """Fit a fresh network to one image and return its segmentation.
 
@@ -415,13 +430,17 @@ class Segmenter:
             scribble: ``(H, W)`` integer classes < q marking some pixels, :data:`UNMARKED`
                 (255) elsewhere. The fit then honours them (:func:`forward_losses`) and its
                 q' threshold is the number of scribbled classes, as in Kim et al. (2020).
+            state: start from this network and optimiser state instead of a fresh network, and
+                leave the fit's own in it (warm starts, :mod:`dynaseg.reuse`).
+            renumber: renumber the labels by segment size (False: keep the cluster ids, which
+                then mean the same from one fit to the next).
 
         Raises:
             FloatingPointError: the loss became non-finite (the message names the iteration).
         """
         callback = None if on_iteration is None else lambda _, *rest: on_iteration(*rest)
         scribbles = None if scribble is None else [scribble]
-        (result,) = self.fit_many([image], [seed], callback, snapshots, scribbles)
+        (result,) = self.fit_many([image], [seed], callback, snapshots, scribbles, state, renumber)
         if isinstance(result, FloatingPointError):
             raise result
         return result
@@ -433,7 +452,7 @@ class Segmenter:
         on_iteration: BatchCallback | None = None,
         snapshots: Collection[int] = (),
         scribbles: Sequence[np.ndarray | Tensor] | None = None,
-        warm: Any = None,
+        state: FitState | None = None,
         renumber: bool = True,
     ) -> list[SegmentationResult | FloatingPointError]:
         """Fit one fresh network per image, all together: the one DynaSeg loop.
@@ -441,10 +460,8 @@ class Segmenter:
         Each image gets the network ``build_network(seed)`` gives it, its own optimiser state,
         μ, q' and stopping; one that stops keeps the labels of that exact iteration while the
         others go on. Arguments as :meth:`fit`, one seed per image; ``on_iteration`` also gets
-        the member's index. ``scribbles`` (one per image) are taken for one image at a time.
-        ``warm`` (a :class:`dynaseg.reuse.WarmStart`, one image) starts from its network and
-        optimiser state and takes the ones the fit ends with; ``renumber=False`` keeps the
-        cluster ids instead of renumbering the labels by size.
+        the member's index. ``scribbles`` (one per image) and ``state`` are taken for one image
+        at a time.
 
         Returns:
             One result per image, in order; an image whose loss became non-finite gets the
@@ -459,30 +476,31 @@ class Segmenter:
         xs = torch.stack(tensors).to(self.device)
         if self.channels_last:
             xs = xs.contiguous(memory_format=torch.channels_last)
-        if warm is not None and len(images) != 1:
+        if state is not None and len(images) != 1:
             raise ValueError("a warm-started fit takes one image at a time")
-        if warm is not None and warm.net is not None:
-            nets = [warm.net.to(self.device).train()]
+        if state is not None and state.net is not None:
+            nets = [state.net.to(self.device).train()]
         else:
             nets = [self.build_network(seed) for seed in seeds]
-        scribble = None
+        strokes, apart = None, None
         if scribbles is not None:
-            scribble = self._scribble(scribbles, xs)
-            n_classes = 0 if self.never_stops_early else len(scribble_classes(scribble))
-            resolved = [(n_classes, None)]
+            scribble, classes = self._scribble(scribbles, xs)
+            strokes = Strokes.of(scribble)
+            apart = partial(classes_apart, scribble=scribble[0])
+            resolved = [(0 if self.never_stops_early else len(classes), None)]
         else:
             resolved = [
                 self.stopping.resolve(x, lambda net=net, x=x: net.backbone(x[None])[0], seed)
                 for net, x, seed in zip(nets, xs, seeds, strict=True)
             ]
         members = _Members.start([threshold for threshold, _ in resolved], self.max_iter)
-        step, groups = self._step(nets, scribble)
+        step, groups = self._step(nets, strokes)
         optimizer = self.optimizer(groups)
-        if warm is not None and warm.optimizer_state is not None:
-            optimizer.load_state_dict(warm.optimizer_state)
+        if state is not None and state.optimizer is not None:
+            optimizer.load_state_dict(state.optimizer)
         convergence = self.convergence_rule
 
-        batch, every = len(nets), self.sync_every or (1 if self.device.type == "cpu" else 25)
+        batch, every = len(nets), self.host_reads_every
         history = torch.zeros(self.max_iter + 1, batch, len(HISTORY_KEYS), device=self.device)
         recent = torch.zeros((every, batch, *xs.shape[2:]), dtype=torch.int16, device=self.device)
         active = torch.ones(batch, dtype=torch.bool, device=self.device)
@@ -506,7 +524,6 @@ class Segmenter:
                     if members.active[b]:
                         kept[b][iteration] = target[b].cpu()
             if (iteration + 1) % every == 0 or iteration == self.max_iter:
-                apart = None if scribble is None else partial(classes_apart, scribble=scribble[0])
                 self._check(
                     history,
                     recent,
@@ -527,8 +544,8 @@ class Segmenter:
             losses = loss_sim + mu * loss_con
             torch.where(active, losses, torch.zeros_like(losses)).sum().backward()
             optimizer.step()
-        if warm is not None:
-            warm.net, warm.optimizer_state = nets[0], optimizer.state_dict()
+        if state is not None:
+            state.net, state.optimizer = nets[0], optimizer.state_dict()
         number = relabel_by_size if renumber else lambda labels: labels.astype(np.int32)
         results: list[SegmentationResult | FloatingPointError] = []
         for b, (threshold, opt_nc) in enumerate(resolved):
@@ -551,8 +568,20 @@ class Segmenter:
             )
         return results
 
-    def _scribble(self, scribbles: Sequence[np.ndarray | Tensor], xs: Tensor) -> Tensor:
-        """One image's scribble as a ``(1, H, W)`` int64 tensor on the device, checked."""
+    @property
+    def host_reads_every(self) -> int:
+        """Iterations between host reads of the fit's numbers: ``sync_every``, or every
+        iteration on a CPU (free there) and every 25 on a GPU (so that it never waits)."""
+        return self.sync_every or (1 if self.device.type == "cpu" else 25)
+
+    def _scribble(
+        self, scribbles: Sequence[np.ndarray | Tensor], xs: Tensor
+    ) -> tuple[Tensor, list[int]]:
+        """One image's scribble as a ``(1, H, W)`` int64 tensor on the device, and its classes.
+
+        Raises:
+            ScribbleError: no marked pixel, or a class id that is not below q.
+        """
         if len(scribbles) != 1 or xs.shape[0] != 1:
             raise ValueError("a scribbled fit takes one image at a time")
         scribble = torch.as_tensor(np.asarray(scribbles[0])).to(self.device, torch.int64)
@@ -560,22 +589,24 @@ class Segmenter:
             raise ValueError(f"scribble {tuple(scribble.shape)} and image differ in size")
         classes = scribble_classes(scribble)
         if not classes:
-            raise ValueError("the scribble marks no pixel")
+            raise ScribbleError(f"the scribble marks no pixel (every value is {UNMARKED})")
         if max(classes) >= self.n_clusters or min(classes) < 0:
-            raise ValueError(
-                f"scribble classes must lie in 0..{self.n_clusters - 1} (q), got {classes}"
+            bad = max(classes) if max(classes) >= self.n_clusters else min(classes)
+            raise ScribbleError(
+                f"scribble class {bad} is not in 0..{self.n_clusters - 1} (q = "
+                f"{self.n_clusters}; {UNMARKED} marks no class)"
             )
-        return scribble[None]
+        return scribble[None], classes
 
     def _step(
-        self, nets: list[SegmentationNet], scribble: Tensor | None = None
+        self, nets: list[SegmentationNet], strokes: Strokes | None = None
     ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]], list[dict]]:
         """The batch's forward pass ``xs -> (target, q', L_sim, L_con)``, each with a leading
         batch axis, and its optimiser parameter groups: the network itself for one image, the
         networks stacked and vectorised for several."""
         if len(nets) == 1:
             net = nets[0]
-            extra = () if scribble is None else (scribble, self.scribble_weight)
+            extra = () if strokes is None else (strokes, self.scribble_weight)
             forward = partial(forward_losses, net)
             if self.compile:
                 # Compiled over the network's tensors with a template that is built once, so
@@ -633,7 +664,7 @@ class Segmenter:
         keeping that iteration's labels; a non-finite loss fails the member. ``apart(labels)``
         also has to hold for the threshold to fire (a scribbled fit: its classes apart)."""
         rows = history[first : last + 1].tolist()
-        max_iter = history.shape[0] - 1
+        max_iter, every = history.shape[0] - 1, recent.shape[0]
         for offset, row in enumerate(rows):
             iteration = first + offset
             for b, (q, mu, loss_sim, loss_con, changed) in enumerate(row):
@@ -650,7 +681,6 @@ class Segmenter:
                 reason = None
                 if convergence is not None:
                     members.still[b] = convergence.streak(members.still[b], changed)
-                every = recent.shape[0]
                 if q <= members.thresholds[b] and (
                     apart is None or apart(recent[iteration % every][b])
                 ):

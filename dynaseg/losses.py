@@ -8,6 +8,8 @@ accepts it directly, so no permute copy is made.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -16,35 +18,49 @@ UNMARKED = 255
 """The value of a scribble pixel that marks no class."""
 
 
-def similarity_loss(response: Tensor, target: Tensor, scribble: Tensor | None = None) -> Tensor:
+class Strokes(NamedTuple):
+    """A scribble prepared once for a whole fit: every iteration's loss reuses its masks."""
+
+    classes: Tensor
+    """``(B, H, W)`` the class of each marked pixel, 0 where unmarked (any valid index)."""
+    marked: Tensor
+    """``(B, H, W)`` bool, the marked pixels."""
+
+    @classmethod
+    def of(cls, scribble: Tensor) -> Strokes:
+        """From a ``(B, H, W)`` scribble (:data:`UNMARKED` where nothing is marked)."""
+        marked = scribble != UNMARKED
+        return cls(torch.where(marked, scribble, torch.zeros_like(scribble)), marked)
+
+
+def similarity_loss(response: Tensor, target: Tensor, strokes: Strokes | None = None) -> Tensor:
     """Cross-entropy of the response (as logits) against the arg-max labels, mean over pixels.
 
     Args:
         response: ``(B, q, H, W)`` response map r'.
         target: ``(B, H, W)`` integer labels (the arg-max of r', treated as fixed).
-        scribble: ``(B, H, W)`` scribble classes; the mean then runs over the unmarked pixels
-            only (Kim et al. 2020), the marked ones having :func:`scribble_loss`.
+        strokes: a scribble; the mean then runs over the unmarked pixels only (Kim et al.
+            2020), the marked ones having :func:`scribble_loss`.
 
     >>> import torch
     >>> r = torch.tensor([[[[0.0]], [[0.0]]]])  # two clusters, equal logits, one pixel
     >>> round(float(similarity_loss(r, torch.zeros(1, 1, 1, dtype=torch.long))), 4)
     0.6931
     """
-    if scribble is None:
+    if strokes is None:
         return F.cross_entropy(response, target)
-    return _masked_mean(F.cross_entropy(response, target, reduction="none"), scribble == UNMARKED)
+    return _masked_mean(F.cross_entropy(response, target, reduction="none"), ~strokes.marked)
 
 
-def scribble_loss(response: Tensor, scribble: Tensor) -> Tensor:
+def scribble_loss(response: Tensor, strokes: Strokes) -> Tensor:
     """Cross-entropy of the response against the scribbled classes, mean over marked pixels.
 
     >>> r = torch.tensor([[[[0.0, 5.0]], [[0.0, 0.0]]]])  # two clusters, two pixels
-    >>> round(float(scribble_loss(r, torch.tensor([[[1, UNMARKED]]]))), 4)
+    >>> round(float(scribble_loss(r, Strokes.of(torch.tensor([[[1, UNMARKED]]])))), 4)
     0.6931
     """
-    marked = scribble != UNMARKED
-    classes = torch.where(marked, scribble, torch.zeros_like(scribble))
-    return _masked_mean(F.cross_entropy(response, classes, reduction="none"), marked)
+    ce = F.cross_entropy(response, strokes.classes, reduction="none")
+    return _masked_mean(ce, strokes.marked)
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import save
 from torch import Tensor
 
 from dynaseg.engine import (
     HISTORY_KEYS,
+    FitState,
     OneAtATime,
     SegmentationResult,
     Segmenter,
@@ -67,13 +69,11 @@ def random_crops(
         side = min(size, height, width)
         top = int(torch.randint(height - side + 1, (1,), generator=generator))
         left = int(torch.randint(width - side + 1, (1,), generator=generator))
-        crop = image[:, top : top + side, left : left + side]
+        crop = image[None, :, top : top + side, left : left + side]
         if side != size:
-            crop = torch.nn.functional.interpolate(crop[None], size=(size, size), mode="bilinear")[
-                0
-            ]
+            crop = torch.nn.functional.interpolate(crop, size=(size, size), mode="bilinear")
         crops.append(crop)
-    return torch.stack(crops)
+    return torch.cat(crops)
 
 
 def fit_shared(
@@ -87,7 +87,8 @@ def fit_shared(
 ) -> tuple[SegmentationNet, dict[str, list[float]]]:
     """Fit one network to many images: each iteration takes the DynaSeg loss (arg-max targets,
     μ from q') on a batch of random crops; it runs ``iterations`` updates (a q' threshold or the
-    convergence rule mean nothing across changing crops).
+    convergence rule mean nothing across changing crops). As in the per-image loop, the host
+    reads the numbers in bursts (``Segmenter.host_reads_every``), never waiting on a GPU.
 
     Returns:
         The network (in training mode, its BatchNorm statistics gathered over the crops) and the
@@ -103,29 +104,39 @@ def fit_shared(
     generator = torch.Generator().manual_seed(seed)
     net = segmenter.build_network(seed)
     optimizer = segmenter.optimizer(net.parameter_groups())
-    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS[:4]}
+    keys = HISTORY_KEYS[:4]
+    history: dict[str, list[float]] = {key: [] for key in keys}
+    every, unread = segmenter.host_reads_every, []
     for iteration in range(iterations):
-        xs = random_crops(tensors, crop, batch, generator).to(segmenter.device)
+        xs = random_crops(tensors, crop, batch, generator)
         with segmenter.autocast():
             _, n_labels, loss_sim, loss_con = forward_losses(net, xs, segmenter.n_clusters)
-        mu = segmenter.weighting(n_labels)
-        loss = loss_sim + mu * loss_con
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss at iteration {iteration} of the shared fit")
+        mu = torch.as_tensor(segmenter.weighting(n_labels), device=xs.device)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss_sim + mu * loss_con).backward()
         optimizer.step()
-        for key, value in zip(history, (n_labels, mu, loss_sim, loss_con), strict=True):
-            history[key].append(float(torch.as_tensor(value).detach()))
-        if on_iteration is not None:
-            on_iteration(iteration, int(n_labels), float(mu))
+        unread.append(
+            torch.stack([n_labels.float(), mu.float(), loss_sim.detach(), loss_con.detach()])
+        )
+        if len(unread) == every or iteration == iterations - 1:
+            first = iteration + 1 - len(unread)
+            for offset, (q, mu_value, sim, con) in enumerate(torch.stack(unread).tolist()):
+                if not math.isfinite(sim + mu_value * con):
+                    raise FloatingPointError(
+                        f"non-finite loss at iteration {first + offset} of the shared fit"
+                    )
+                for key, value in zip(keys, (q, mu_value, sim, con), strict=True):
+                    history[key].append(value)
+                if on_iteration is not None:
+                    on_iteration(first + offset, int(q), mu_value)
+            unread.clear()
     return net, history
 
 
 def model_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """The part of a segmenter's settings that a saved network fixes."""
-    segmenter = settings.get("segmenter", settings)
-    return {key: segmenter.get(key) for key in MUST_MATCH}
+    """The part of a run's settings (:func:`dynaseg.pipeline.settings_of`) that a saved network
+    fixes."""
+    return {key: settings["segmenter"].get(key) for key in MUST_MATCH}
 
 
 def save_model(path: Path, net: SegmentationNet, settings: dict[str, Any]) -> None:
@@ -144,9 +155,9 @@ def read_model(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
-        tensors = load_file(str(path))
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"{path}: not a dynaseg model (not a safetensors file: {error})") from None
     if metadata.get("format") != FORMAT:
@@ -180,11 +191,14 @@ def file_digest(path: Path) -> str:
 
 
 class _AroundSegmenter(OneAtATime):
-    """Stands where its DynaSeg :class:`Segmenter` stands: the framework moves it to the
-    trainer's device through ``device``, which moves its network too."""
+    """Stands where its DynaSeg :class:`Segmenter` stands: ``n_clusters``, ``max_iter`` and
+    ``device`` (which the framework sets to the trainer's) are those of the segmenter."""
 
     segmenter: Segmenter
-    net: SegmentationNet | None
+
+    @property
+    def n_clusters(self) -> int:
+        return self.segmenter.n_clusters
 
     @property
     def device(self) -> torch.device:
@@ -193,8 +207,6 @@ class _AroundSegmenter(OneAtATime):
     @device.setter
     def device(self, device: str | torch.device) -> None:
         self.segmenter.device = resolve_device(device)
-        if self.net is not None:
-            self.net = self.net.to(self.segmenter.device)
 
 
 class ModelSegmenter(_AroundSegmenter):
@@ -212,9 +224,8 @@ class ModelSegmenter(_AroundSegmenter):
         if refine < 0:
             raise ValueError(f"refine must be >= 0, got {refine}")
         self.segmenter = segmenter
-        self.net = net.to(segmenter.device)
+        self.net = net
         self.refine = refine
-        self.n_clusters = segmenter.n_clusters
         self.max_iter = refine
 
     @classmethod
@@ -229,7 +240,7 @@ class ModelSegmenter(_AroundSegmenter):
         statistics gathered over the whole fit, not the image's own: normalised per image, a
         material's features would shift with what else is in the picture, and so its id."""
         x = to_tensor(image).to(self.device)[None]
-        self.net.eval()
+        self.net = self.net.to(self.device).eval()
         with torch.no_grad(), self.segmenter.autocast():
             _, response = self.net(x)
         return response.argmax(1)[0].to(torch.int32).cpu().numpy()
@@ -254,10 +265,12 @@ class ModelSegmenter(_AroundSegmenter):
                 seconds=time.perf_counter() - start,
                 history={key: [] for key in HISTORY_KEYS},
             )
-        warm = WarmStart(copy.deepcopy(self.net))
         segmenter = copy.copy(self.segmenter)
         segmenter.max_iter = max(self.refine, 1)
-        return warm.fit_with(segmenter, image, seed, on_iteration, scribble)
+        state = FitState(copy.deepcopy(self.net))
+        return segmenter.fit(
+            image, seed, on_iteration, scribble=scribble, state=state, renumber=False
+        )
 
 
 class WarmStart(_AroundSegmenter):
@@ -270,35 +283,10 @@ class WarmStart(_AroundSegmenter):
             renumbered, so that ids stay those of the clusters).
     """
 
-    def __init__(self, net: SegmentationNet | None = None, segmenter: Segmenter | None = None):
-        self.net = net
-        self.optimizer_state: dict[str, Any] | None = None
+    def __init__(self, segmenter: Segmenter) -> None:
         self.segmenter = segmenter
-        if segmenter is not None:
-            self.n_clusters = segmenter.n_clusters
-            self.max_iter = segmenter.max_iter
-
-    def fit_with(
-        self,
-        segmenter: Segmenter,
-        image: np.ndarray | Tensor,
-        seed: int,
-        on_iteration: Callable[[int, int, float], None] | None,
-        scribble: np.ndarray | Tensor | None,
-    ) -> SegmentationResult:
-        """One fit with ``segmenter``, from (and then into) this start."""
-        callback = None if on_iteration is None else lambda _, *rest: on_iteration(*rest)
-        (result,) = segmenter.fit_many(
-            [image],
-            [seed],
-            callback,
-            scribbles=None if scribble is None else [scribble],
-            warm=self,
-            renumber=False,
-        )
-        if isinstance(result, FloatingPointError):
-            raise result
-        return result
+        self.state = FitState()
+        self.max_iter = segmenter.max_iter
 
     def fit(
         self,
@@ -308,4 +296,6 @@ class WarmStart(_AroundSegmenter):
         scribble: np.ndarray | Tensor | None = None,
     ) -> SegmentationResult:
         """Fit the next frame from where the previous one ended."""
-        return self.fit_with(self.segmenter, image, seed, on_iteration, scribble)
+        return self.segmenter.fit(
+            image, seed, on_iteration, scribble=scribble, state=self.state, renumber=False
+        )

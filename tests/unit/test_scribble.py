@@ -13,7 +13,7 @@ from PIL import Image
 
 from dynaseg.engine import Segmenter
 from dynaseg.images import ImageReadError
-from dynaseg.losses import UNMARKED, scribble_loss, similarity_loss
+from dynaseg.losses import UNMARKED, Strokes, scribble_loss, similarity_loss
 from dynaseg.scribble import check_classes, read_scribble, scribble_owner, scribble_summary
 from dynaseg.stopping import ThresholdStopping
 
@@ -35,11 +35,11 @@ def test_the_scribble_term_is_the_cross_entropy_of_the_marked_pixels_only():
         F.cross_entropy(response[:, :, 1, 2], torch.tensor([3]))
         + F.cross_entropy(response[:, :, 0, 4], torch.tensor([1]))
     ) / 2
-    torch.testing.assert_close(scribble_loss(response, scribble), by_hand)
+    torch.testing.assert_close(scribble_loss(response, Strokes.of(scribble)), by_hand)
     target = response.argmax(1)
     unmarked = scribble[0] == UNMARKED
     expected = F.cross_entropy(response[0].permute(1, 2, 0)[unmarked], target[0][unmarked])
-    torch.testing.assert_close(similarity_loss(response, target, scribble), expected)
+    torch.testing.assert_close(similarity_loss(response, target, Strokes.of(scribble)), expected)
 
 
 def test_a_scribble_is_read_as_class_ids_at_the_image_size(tmp_path):

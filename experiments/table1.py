@@ -189,6 +189,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-iter", type=int, default=1000, help="T of the fitted methods")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1, help="methods run at once")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: cores / jobs)")
     parser.add_argument(
         "--override",
         action="append",
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         for m in args.methods
     }
     if not args.report_only:
-        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool_:
             codes = list(pool_.map(lambda m: run_method(args, m, folders[m], threads), folders))
         if any(codes):

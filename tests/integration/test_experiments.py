@@ -44,6 +44,8 @@ def test_pool_weights_best_iou_by_gt_segments_and_averages_the_rest():
             "b/n_coarse": 1,
             "b/segments_per_image": 10,
             "b_regions/voi": 1.0,
+            "b_regions/covering_pooled": 0.5,
+            "b_regions/n_annotation_pixels": 300,
         },
         {
             "b/all": 0.1,
@@ -54,6 +56,8 @@ def test_pool_weights_best_iou_by_gt_segments_and_averages_the_rest():
             "b/n_coarse": 2,
             "b/segments_per_image": 30,
             "b_regions/voi": 2.0,
+            "b_regions/covering_pooled": 0.9,
+            "b_regions/n_annotation_pixels": 100,
         },
     ]
     pooled = pool(image_rows, metric="b")
@@ -62,6 +66,7 @@ def test_pool_weights_best_iou_by_gt_segments_and_averages_the_rest():
     assert pooled["coarse"] == pytest.approx((0.9 + 0.3 * 2) / 3)
     assert pooled["mean"] == pytest.approx((pooled["all"] + pooled["fine"] + pooled["coarse"]) / 3)
     assert pooled["segments"] == 20 and pooled["voi"] == 1.5
+    assert pooled["covering_pooled"] == pytest.approx((0.5 * 300 + 0.9 * 100) / 400)
     with pytest.raises(ValueError):
         pool([])
 

@@ -148,7 +148,7 @@ def test_metric_averages_annotations_then_images():
     for pred, gts in images:
         metric.update(torch.from_numpy(pred), torch.from_numpy(np.stack(gts)))
     scores = metric.compute()
-    assert set(scores) == {"covering", "pri", "voi"}
+    assert set(scores) == {"covering", "pri", "voi", "covering_pooled", "n_annotation_pixels"}
     for key, fn in (
         ("covering", segmentation_covering),
         ("pri", rand_index),
@@ -157,6 +157,28 @@ def test_metric_averages_annotations_then_images():
         expected = np.mean([np.mean([fn(p, g) for g in gts]) for p, gts in images])
         assert scores[key].dtype == torch.float64
         assert float(scores[key]) == pytest.approx(expected, abs=1e-9)
+
+
+def test_pooled_covering_weighs_every_annotation_pixel_like_the_benchmark():
+    """Σ over all annotations of Σ |R|·max O / all their pixels: an image with more annotations
+    and more pixels weighs more than in the per-image mean (brute-force regions as reference)."""
+    rng = np.random.default_rng(4)
+    images = [
+        (rng.integers(0, 3, (6, 7)), [rng.integers(0, 2, (6, 7))]),
+        (rng.integers(0, 5, (12, 9)), [rng.integers(0, 4, (12, 9)) for _ in range(4)]),
+    ]
+    metric = RegionMeasures()
+    covered, pixels = 0.0, 0
+    for pred, gts in images:
+        metric.update(pred, gts)
+        covered += sum(covering_brute_force(pred, gt) * gt.size for gt in gts)
+        pixels += sum(gt.size for gt in gts)
+    scores = metric.compute()
+    assert float(scores["covering_pooled"]) == pytest.approx(covered / pixels, abs=1e-9)
+    assert float(scores["n_annotation_pixels"]) == 6 * 7 + 4 * 12 * 9
+    per_image = np.mean([np.mean([covering_brute_force(p, g) for g in gts]) for p, gts in images])
+    assert float(scores["covering"]) == pytest.approx(per_image, abs=1e-9)
+    assert abs(float(scores["covering_pooled"]) - per_image) > 1e-3  # the two poolings differ
 
 
 def test_metric_sums_like_a_distributed_reduction():

@@ -31,7 +31,7 @@ from dynaseg.data.datamodule import SafeDataset
 from dynaseg.data.folder import ImageFiles
 from dynaseg.images import collect_inputs
 from dynaseg.outputs import FAILURE_FIELDS, FLAT, write_csv
-from dynaseg.pipeline import Pipeline, build_segmenter, settings_of
+from dynaseg.pipeline import Pipeline, build_segmenter, build_segments, settings_of
 from dynaseg.report import write_report
 from dynaseg.reuse import fit_shared, save_model
 from dynaseg.validation import ConfigError, check_segment_config
@@ -56,7 +56,7 @@ KEYS = {
     "batch": "fit_shared.batch",
 }
 """Option → the config key it sets (``conf/segment.yaml`` holds the defaults)."""
-GROUPS = ("backbone", "weighting", "stopping")
+GROUPS = ("backbone", "weighting", "stopping", "segments")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,14 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--out", required=True, type=Path, help="output folder")
     seg.add_argument("--stopping", choices=options("stopping"), help="[silhouette]")
     seg.add_argument("--threshold", type=int, help="q' threshold of --stopping threshold")
-    seg.add_argument("--max-iter", type=int, help="T, the most iterations [1000]")
+    seg.add_argument("--max-iter", type=int, help="T, the most iterations [300; --paper: 1000]")
     seg.add_argument("--batch-size", type=int, help="fit up to N same-size images together [1]")
     seg.add_argument("--compile", action="store_true", help="fuse each iteration (torch.compile)")
     seg.add_argument(
         "--paper",
         action="store_true",
-        help="the paper's loop exactly: no convergence stop, float32 (with the defaults: the "
-        "silhouette threshold and T = 1000)",
+        help="the paper's method exactly: its loop (no convergence stop, float32, T = 1000), "
+        "zero padding (unless --backbone is given) and the labels as fitted",
+    )
+    seg.add_argument(
+        "--segments",
+        choices=options("segments"),
+        help="from labels to segments [voted: superpixel vote, connected, specks merged]",
     )
     seg.add_argument(
         "--scribble",
@@ -121,7 +126,7 @@ def image_command(commands: Any, name: str, help: str) -> argparse.ArgumentParse
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose the per-image method, shared by ``segment`` and ``fit``."""
-    parser.add_argument("--backbone", choices=options("backbone"), help="[cnn]")
+    parser.add_argument("--backbone", choices=options("backbone"), help="[cnn_replicate]")
     parser.add_argument("--weighting", choices=options("weighting"), help="[fsf]")
     parser.add_argument("--alpha", type=float, help="α of fsf (μ = q'/α) or scf (μ = α/q')")
     parser.add_argument("--mu", type=float, help="μ of the fixed weighting")
@@ -138,8 +143,14 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 def group_overrides(args: argparse.Namespace) -> list[str]:
     """The config groups the options choose (only those given)."""
-    chosen = [f"{group}={getattr(args, group)}" for group in GROUPS if getattr(args, group)]
-    return chosen + (["loop=paper"] if args.paper else [])
+    chosen = [
+        f"{group}={getattr(args, group, None)}" for group in GROUPS if getattr(args, group, None)
+    ]
+    if args.paper:
+        chosen += ["loop=paper"]
+        chosen += [] if args.backbone else ["backbone=cnn"]
+        chosen += [] if getattr(args, "segments", None) else ["segments=as_fitted"]
+    return chosen
 
 
 def config_overrides(args: argparse.Namespace) -> list[str]:
@@ -207,6 +218,7 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         batch_size=config.batch_size,
         resume=args.resume,
         progress=not args.quiet,
+        segments=build_segments(config),
     )
     for message in unmatched:
         pipeline.fail(message.split(": ", 1)[0], message)

@@ -30,9 +30,19 @@ from dynaseg.engine import Segmenter
 from dynaseg.outputs import FAILURE_FIELDS, RUN, save_json, write_csv
 from dynaseg.pipeline import ImageFailure, Pipeline, flatten_scores
 from dynaseg.report import PICTURE_COLUMNS, report_pictures, write_report
+from dynaseg.segments import Segments
 
 log = logging.getLogger(__name__)
-RECORD_FIELDS = ["id", "n_clusters", "iterations", "stop_reason", "threshold", "opt_nc", "seconds"]
+RECORD_FIELDS = [
+    "id",
+    "n_clusters",
+    "n_segments",
+    "iterations",
+    "stop_reason",
+    "threshold",
+    "opt_nc",
+    "seconds",
+]
 
 
 def gather(objects: list[Any]) -> list[Any]:
@@ -61,6 +71,7 @@ class DynaSegModule(LightningModule):
         strict: stop at the first image that fails (:class:`ImageFailure`) instead of
             recording it in failures.csv and going on.
         batch_size: same-size images fitted together.
+        segments: the step from labels to segments (:func:`dynaseg.pipeline.build_segments`).
     """
 
     def __init__(
@@ -74,6 +85,7 @@ class DynaSegModule(LightningModule):
         resume: bool = False,
         strict: bool = False,
         batch_size: int = 1,
+        segments: Segments | None = None,
     ) -> None:
         super().__init__()
         self.segmenter = segmenter
@@ -90,6 +102,7 @@ class DynaSegModule(LightningModule):
             resume=resume,
             strict=strict,
             details=save_overlays,
+            segments=segments,
         )
         self.summary: dict[str, float] = {}
         self.started = time.perf_counter()

@@ -31,6 +31,7 @@ from dynaseg.images import collect_inputs, resize_labels
 from dynaseg.outputs import Layout, read_done, write_image
 from dynaseg.reuse import ModelError, ModelSegmenter, WarmStart, file_digest, fit_shared
 from dynaseg.scribble import check_classes, scribble_summary
+from dynaseg.segments import Segments
 from dynaseg.validation import ConfigError, build
 
 log = logging.getLogger("dynaseg")
@@ -44,11 +45,28 @@ class ImageFailure(RuntimeError):
 
 def settings_of(config: DictConfig, segmenter: Segmenter, max_side: int | None) -> dict[str, Any]:
     """What decides an image's result, for its record and the resume rule: the segmenter as
-    configured (precision as resolved on this machine), the global seed and the fit size."""
+    configured (precision as resolved on this machine), the global seed, the fit size and the
+    segments step where it changes the labels (:func:`build_segments`)."""
     settings = OmegaConf.to_container(config.segmenter, resolve=True)
     if "precision" in settings:
         settings["precision"] = segmenter.resolved_precision
-    return {"segmenter": settings, "seed": config.seed, "max_side": max_side}
+    out = {"segmenter": settings, "seed": config.seed, "max_side": max_side}
+    if build_segments(config) is not None:
+        out["segments"] = OmegaConf.to_container(config.segments, resolve=True)
+    return out
+
+
+def build_segments(config: DictConfig) -> Segments | None:
+    """The step from labels to segments, or None where it changes nothing or ids must keep
+    their meaning: a saved or shared network (``model``, ``fit_on``) and warm starts label with
+    the network's cluster ids, the same from one image to the next, which connected pieces
+    would renumber."""
+    if "segments" not in config or any(config.get(key) for key in ("model", "fit_on")):
+        return None
+    if config.get("warm_start"):
+        return None
+    segments = build(config, "segments")
+    return None if segments.changes_nothing else segments
 
 
 def build_segmenter(config: DictConfig, max_side: int | None) -> tuple[Any, dict[str, Any]]:
@@ -125,6 +143,8 @@ class Pipeline:
         strict: the first failure raises :class:`ImageFailure` instead of being listed.
         details: overlay and per-iteration history for the first N images (None: all).
         progress: a progress bar per image fitted alone.
+        segments: the step from a fit's labels to the segments written (None: labels as
+            fitted); an image with a scribble keeps its labels, which are the scribble's classes.
     """
 
     def __init__(
@@ -139,8 +159,10 @@ class Pipeline:
         strict: bool = False,
         details: int | None = None,
         progress: bool = False,
+        segments: Segments | None = None,
     ) -> None:
         self.segmenter = segmenter
+        self.segments = segments
         self.out = Path(out)
         self.layout = layout
         self.settings = settings
@@ -240,14 +262,18 @@ class Pipeline:
 
     def save(self, sample: dict[str, Any], seed: int, result: SegmentationResult) -> None:
         """Write an image's files and record (scored as saved, so a read-back scores alike)."""
-        labels = resize_labels(result.labels, tuple(sample["size"]))
         image = (sample["image"].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+        fitted = result.labels
+        if self.segments is not None and "scribble" not in sample:
+            fitted = self.segments(fitted, image)
+        labels = resize_labels(fitted, tuple(sample["size"]))
         record: dict[str, Any] = {
             "id": sample["id"],
             "input": str(sample["path"]),
             "size": list(sample["size"]),
             "processed_size": list(image.shape[:2]),
             **result.summary(),
+            "n_segments": int(np.unique(fitted).size),
             "image_seed": seed,
             **self.score(labels, sample["gt"]),
             "settings": self.settings,

@@ -29,7 +29,7 @@ from dynaseg.config import config_dir, register_resolvers
 from dynaseg.data.datamodule import SegmentationDataModule
 from dynaseg.module import DynaSegModule
 from dynaseg.outputs import RUN, atomic_write
-from dynaseg.pipeline import ImageFailure, build_segmenter
+from dynaseg.pipeline import ImageFailure, build_segmenter, build_segments
 from dynaseg.validation import ConfigError, build, check_config, check_run_dir
 
 log = logging.getLogger("dynaseg.run")
@@ -68,6 +68,7 @@ def run(config: DictConfig) -> dict[str, float]:
         resume=config.resume,
         strict=config.strict,
         batch_size=config.batch_size,
+        segments=build_segments(config),
     )
     if trainer.is_global_zero:
         remove_temporaries(output_dir)

@@ -45,7 +45,7 @@ def test_every_output_is_written_at_the_input_size(inputs, tmp_path):
         for suffix in ("_color.png", "_overlay.png"):
             assert np.asarray(Image.open(out / f"{stem}{suffix}")).shape == (*size, 3)
         record = json.loads((out / f"{stem}.json").read_text())
-        assert record["n_clusters"] == len(np.unique(labels)) == labels.max() + 1
+        assert record["n_segments"] == len(np.unique(labels)) == labels.max() + 1
         assert record["iterations"] == 3 and record["stop_reason"] == "max_iter"
         assert set(record["history"]) == {"q", "mu", "loss_sim", "loss_con", "changed"}
         assert record["settings"]["segmenter"]["weighting"]["_target_"].endswith("FSFWeighting")

@@ -123,18 +123,18 @@ def test_a_cli_call_killed_with_sigkill_resumes_to_the_same_outputs(tmp_path):
     assert not list(out.glob(".*.tmp"))
 
 
-def test_a_default_edited_in_segment_yaml_changes_what_the_cli_does(folder, tmp_path, monkeypatch):
+def test_a_default_edited_in_the_config_changes_what_the_cli_does(folder, tmp_path, monkeypatch):
     conf = tmp_path / "conf"
     shutil.copytree(dynaseg.config.config_dir(), conf)
     monkeypatch.setattr(dynaseg.config, "config_dir", lambda: conf)
     image = str(folder / "good.png")
     for max_iter in (2, 4):
-        text = (conf / "segment.yaml").read_text()
+        loop = conf / "loop" / "fast.yaml"  # segment.yaml's loop holds T
         edited = "\n".join(
             f"max_iter: {max_iter}" if line.startswith("max_iter:") else line
-            for line in text.splitlines()
+            for line in loop.read_text().splitlines()
         )
-        (conf / "segment.yaml").write_text(edited + "\n")
+        loop.write_text(edited + "\n")
         out = tmp_path / f"out{max_iter}"
         threshold = ["--stopping", "threshold", "--threshold", "0", "--quiet"]
         assert main(["segment", image, "--out", str(out), *threshold]) == 0
@@ -144,13 +144,16 @@ def test_a_default_edited_in_segment_yaml_changes_what_the_cli_does(folder, tmp_
 @pytest.mark.slow
 def test_outputs_on_the_bundled_samples_are_those_of_the_code_before_the_pipeline(tmp_path):
     """``tests/fixtures/pipeline_before.npz`` holds what the CLI and the runner wrote before they
-    shared one pipeline (max side 48, 5 iterations, float32)."""
+    shared one pipeline (max side 48, 5 iterations, float32; the paper's zero padding and labels
+    as fitted, the defaults then)."""
     before = np.load(Path(__file__).parents[1] / "fixtures" / "pipeline_before.npz")
     images = sample_root() / "images" / "val"
     cli, run = tmp_path / "cli", tmp_path / "run"
-    settings = ["--max-side", "48", "--max-iter", "5", *CLI_FAST[2:], *EXACT]
+    paper = ["--backbone", "cnn", "--segments", "as_fitted"]
+    settings = ["--max-side", "48", "--max-iter", "5", *CLI_FAST[2:], *EXACT, *paper]
     assert main(["segment", str(images), "--out", str(cli), *settings]) == 0
     overrides = ["dataset=sample", "max_side=48", "max_iter=5", *RUN_FAST[1:], "precision=fp32"]
+    overrides += ["backbone=cnn", "segments=as_fitted"]
     command = [sys.executable, "-m", "dynaseg.run", *overrides, f"hydra.run.dir={run}"]
     subprocess.run(command, check=True, capture_output=True, timeout=600, cwd=ROOT)
     stems = sorted(path.stem for path in images.glob("*.jpg"))

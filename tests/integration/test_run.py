@@ -47,7 +47,7 @@ def test_experiment_runs_on_the_samples_and_writes_the_run_files(tmp_path):
     for row, sample in zip(rows, dataset, strict=True):
         prediction = np.asarray(Image.open(out / "predictions" / f"{row['id']}.png"))
         assert prediction.shape == tuple(sample["size"])
-        assert int(row["n_clusters"]) == len(np.unique(prediction))
+        assert int(row["n_segments"]) == len(np.unique(prediction))
         assert row["stop_reason"] in ("threshold", "max_iter")
         assert 0.0 < float(row["bsd500/all"]) <= 1.0
     assert "max_iter: 3" in (out / "config.yaml").read_text()

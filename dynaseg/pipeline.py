@@ -217,7 +217,7 @@ class Pipeline:
                 log.warning("%s: %s; segmenting it again", sample["id"], done)
             return False
         labels, record = done
-        self.score(labels, sample["gt"])
+        record.update(self.score(labels, sample["gt"]))  # today's metrics, e.g. one added since
         self.records.append(record)
         self.n_resumed += 1
         return True

@@ -31,7 +31,7 @@ from dynaseg.images import collect_inputs, resize_labels
 from dynaseg.outputs import Layout, read_done, write_image
 from dynaseg.reuse import ModelError, ModelSegmenter, WarmStart, file_digest, fit_shared
 from dynaseg.scribble import check_classes, scribble_summary
-from dynaseg.segments import Segments
+from dynaseg.segments import Segments, as_rgb
 from dynaseg.validation import ConfigError, build
 
 log = logging.getLogger("dynaseg")
@@ -262,7 +262,7 @@ class Pipeline:
 
     def save(self, sample: dict[str, Any], seed: int, result: SegmentationResult) -> None:
         """Write an image's files and record (scored as saved, so a read-back scores alike)."""
-        image = (sample["image"].permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+        image = as_rgb(sample["image"])
         fitted = result.labels
         if self.segments is not None and "scribble" not in sample:
             fitted = self.segments(fitted, image)

@@ -31,7 +31,7 @@ from dynaseg.data.datamodule import SafeDataset
 from dynaseg.data.folder import ImageFiles
 from dynaseg.images import collect_inputs
 from dynaseg.outputs import FAILURE_FIELDS, FLAT, write_csv
-from dynaseg.pipeline import Pipeline, build_segmenter, build_segments, settings_of
+from dynaseg.pipeline import Pipeline, build_segmenter, readable_images, settings_of
 from dynaseg.report import write_report
 from dynaseg.reuse import fit_shared, save_model
 from dynaseg.validation import ConfigError, check_segment_config
@@ -195,7 +195,7 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     """Run ``dynaseg segment``; returns the exit status."""
     config = segment_config(parser, args)
     try:
-        segmenter, settings = build_segmenter(config, config.max_side)
+        segmenter, settings, segments = build_segmenter(config, config.max_side)
     except ConfigError as error:
         parser.error(str(error))
     paths, unmatched = collect_inputs(args.paths)
@@ -218,7 +218,7 @@ def segment_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         batch_size=config.batch_size,
         resume=args.resume,
         progress=not args.quiet,
-        segments=build_segments(config),
+        segments=segments,
     )
     for message in unmatched:
         pipeline.fail(message.split(": ", 1)[0], message)
@@ -246,16 +246,7 @@ def fit_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     """Run ``dynaseg fit``: one network over all the readable images, saved; the exit status."""
     config = segment_config(parser, args)
     segmenter = instantiate(config.segmenter)
-    paths, unmatched = collect_inputs(args.paths)
-    dataset = SafeDataset(ImageFiles(paths, config.max_side), config.max_pixels)
-    failures = list(unmatched)
-    images = []
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        if "error" in sample:
-            failures.append(sample["error"])
-        else:
-            images.append(sample["image"])
+    images, failures = readable_images(args.paths, config.max_side, config.max_pixels)
     for message in failures:
         log.error("%s", message)
     if not images:

@@ -171,7 +171,6 @@ RUN = Layout(
     },
 )
 """A run directory of ``python -m dynaseg.run``: one folder per kind, report pictures included."""
-LAYOUTS = {layout.name: layout for layout in (FLAT, RUN)}
 
 THUMB_SIDE = 160
 

@@ -32,7 +32,7 @@ from dynaseg.outputs import Layout, read_done, write_image
 from dynaseg.reuse import ModelError, ModelSegmenter, WarmStart, file_digest, fit_shared
 from dynaseg.scribble import check_classes, scribble_summary
 from dynaseg.segments import Segments, as_rgb
-from dynaseg.validation import ConfigError, build
+from dynaseg.validation import ConfigError, build, one_line
 
 log = logging.getLogger("dynaseg")
 FIT_ERRORS = (FloatingPointError, RuntimeError, ValueError)
@@ -43,15 +43,20 @@ class ImageFailure(RuntimeError):
     """An image failed and the run is strict; the message names the file and the cause."""
 
 
-def settings_of(config: DictConfig, segmenter: Segmenter, max_side: int | None) -> dict[str, Any]:
+def settings_of(
+    config: DictConfig,
+    segmenter: Segmenter,
+    max_side: int | None,
+    segments: Segments | None = None,
+) -> dict[str, Any]:
     """What decides an image's result, for its record and the resume rule: the segmenter as
     configured (precision as resolved on this machine), the global seed, the fit size and the
-    segments step where it changes the labels (:func:`build_segments`)."""
+    segments step where one changes the labels (``segments``, from :func:`build_segments`)."""
     settings = OmegaConf.to_container(config.segmenter, resolve=True)
     if "precision" in settings:
         settings["precision"] = segmenter.resolved_precision
     out = {"segmenter": settings, "seed": config.seed, "max_side": max_side}
-    if build_segments(config) is not None:
+    if segments is not None:
         out["segments"] = OmegaConf.to_container(config.segments, resolve=True)
     return out
 
@@ -69,16 +74,19 @@ def build_segments(config: DictConfig) -> Segments | None:
     return None if segments.changes_nothing else segments
 
 
-def build_segmenter(config: DictConfig, max_side: int | None) -> tuple[Any, dict[str, Any]]:
-    """The per-image method of a config and the settings that decide its results, for both
-    doors: the configured segmenter, used as is, through a saved network (``model``, with
-    ``refine``) or warm-started from image to image (``warm_start``).
+def build_segmenter(
+    config: DictConfig, max_side: int | None
+) -> tuple[Any, dict[str, Any], Segments | None]:
+    """The per-image method of a config, the settings that decide its results and its segments
+    step, for both doors: the configured segmenter, used as is, through a saved network
+    (``model``, with ``refine``) or warm-started from image to image (``warm_start``).
 
     Raises:
         ConfigError: a part that cannot be built, or a model file that does not fit.
     """
     segmenter = build(config, "segmenter")
-    settings = settings_of(config, segmenter, max_side)
+    segments = build_segments(config)
+    settings = settings_of(config, segmenter, max_side, segments)
     model, fit_on = config.get("model"), config.get("fit_on")
     if model is not None:
         settings.update(model={"path": str(model), "sha256": file_digest(Path(model))})
@@ -87,42 +95,46 @@ def build_segmenter(config: DictConfig, max_side: int | None) -> tuple[Any, dict
             labeller = ModelSegmenter.from_file(segmenter, Path(model), settings, config.refine)
         except ModelError as error:
             raise ConfigError(str(error)) from None
-        return labeller, settings
+        return labeller, settings, segments
     if fit_on is not None:
         shared = OmegaConf.to_container(config.fit_shared, resolve=True)
         settings.update(fit_on=list(fit_on), fit_shared=shared, refine=config.refine)
         images = shared_fit_images(list(fit_on), max_side, config.max_pixels)
         log.info("fitting one network on %d image(s) (fit_on)", len(images))
         net, _ = fit_shared(segmenter, images, config.seed, **shared)
-        return ModelSegmenter(segmenter, net, config.refine), settings
+        return ModelSegmenter(segmenter, net, config.refine), settings, segments
     if config.get("warm_start"):
         settings.update(warm_start=True)
-        return WarmStart(segmenter=segmenter), settings
-    return segmenter, settings
+        return WarmStart(segmenter=segmenter), settings, segments
+    return segmenter, settings, segments
 
 
 def shared_fit_images(specs: list[str], max_side: int | None, max_pixels: int | None) -> list:
     """The readable images of ``fit_on`` (files, folders, globs), as the fit sees them; the
     unreadable ones are reported and left out."""
-    paths, unmatched = collect_inputs(specs)
-    dataset = SafeDataset(ImageFiles(paths, max_side), max_pixels)
-    images = []
-    for message in unmatched:
+    images, failures = readable_images(specs, max_side, max_pixels)
+    for message in failures:
         log.error("fit_on: %s", message)
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        if "error" in sample:
-            log.error("fit_on: %s", sample["error"])
-        else:
-            images.append(sample["image"])
     if not images:
         raise ConfigError(f"fit_on={specs}: no readable image to fit on")
     return images
 
 
-def one_line(message: str) -> str:
-    """A message on one line (decoders' messages may span several)."""
-    return " ".join(message.split())
+def readable_images(
+    specs: list[str], max_side: int | None, max_pixels: int | None
+) -> tuple[list, list[str]]:
+    """The images of files, folders and globs as a fit sees them, and why the others failed:
+    the one reading of a shared fit's inputs (``fit_on`` and ``dynaseg fit``)."""
+    paths, failures = collect_inputs(specs)
+    dataset = SafeDataset(ImageFiles(paths, max_side), max_pixels)
+    images = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        if "error" in sample:
+            failures.append(sample["error"])
+        else:
+            images.append(sample["image"])
+    return images, failures
 
 
 def flatten_scores(name: str, values: Mapping[str, torch.Tensor]) -> dict[str, float | int]:

@@ -29,7 +29,7 @@ from dynaseg.config import config_dir, register_resolvers
 from dynaseg.data.datamodule import SegmentationDataModule
 from dynaseg.module import DynaSegModule
 from dynaseg.outputs import RUN, atomic_write
-from dynaseg.pipeline import ImageFailure, build_segmenter, build_segments
+from dynaseg.pipeline import ImageFailure, build_segmenter
 from dynaseg.validation import ConfigError, build, check_config, check_run_dir
 
 log = logging.getLogger("dynaseg.run")
@@ -54,7 +54,7 @@ def run(config: DictConfig) -> dict[str, float]:
     output_dir = Path(config.paths.output_dir)
     check_run_dir(config, output_dir)
     dataset = build(config, "dataset")
-    segmenter, settings = build_segmenter(config, getattr(dataset, "max_side", None))
+    segmenter, settings, segments = build_segmenter(config, getattr(dataset, "max_side", None))
     metrics = {name: build(config, f"metric.{name}") for name in config.metric}
     logger = build(config, "logger")
     trainer = build(config, "trainer", logger=logger)
@@ -68,7 +68,7 @@ def run(config: DictConfig) -> dict[str, float]:
         resume=config.resume,
         strict=config.strict,
         batch_size=config.batch_size,
-        segments=build_segments(config),
+        segments=segments,
     )
     if trainer.is_global_zero:
         remove_temporaries(output_dir)

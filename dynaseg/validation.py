@@ -64,9 +64,13 @@ def config_error(key: str, error: BaseException) -> ConfigError:
     return ConfigError(f"{key}: {one_line(error)}")
 
 
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line (PIL and Hydra messages may span several)."""
-    return " ".join(str(error).split()) or type(error).__name__
+def one_line(error: BaseException | str) -> str:
+    """A message (or an exception's) on one line: PIL, decoders' and Hydra messages may span
+    several; an exception without a message is named by its type."""
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        return type(error).__name__
+    return text
 
 
 def check_segment_config(config: DictConfig) -> None:

@@ -73,7 +73,8 @@ class ImageFiles(SegmentationDataset):
         self.max_side = max_side
         self.scribbles = {Path(k): Path(v) for k, v in (scribbles or {}).items()}
         files = [Path(path) for path in paths]
-        files = [path for path in files if not is_scribble_of_an_image(path, set(files))]
+        inputs = set(files)
+        files = [path for path in files if not is_scribble_of_an_image(path, inputs)]
         self.paths: dict[str, Path] = dict(zip(unique_stems(files), files, strict=True))
         self.ids = list(self.paths)
 

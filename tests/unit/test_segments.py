@@ -9,7 +9,7 @@ from skimage.measure import label as connected_label
 
 from dynaseg.baselines import FelzenszwalbSegmenter
 from dynaseg.config import compose_config
-from dynaseg.pipeline import build_segmenter, build_segments, settings_of
+from dynaseg.pipeline import build_segmenter, build_segments
 from dynaseg.segments import Segments, merge_small, vote_in
 
 
@@ -66,8 +66,7 @@ def test_segments_split_classes_into_connected_pieces_only_when_asked():
 def default_fit(image: np.ndarray, seed: int) -> np.ndarray:
     """What ``dynaseg segment`` writes for an image, through the same builders."""
     config = compose_config("segment")
-    segmenter, _ = build_segmenter(config, None)
-    segments = build_segments(config)
+    segmenter, _, segments = build_segmenter(config, None)
     assert segments is not None
     return segments(segmenter.fit(image, seed=seed).labels, image)
 
@@ -95,8 +94,8 @@ def test_paper_presets_keep_the_labels_as_fitted_and_the_default_records_its_ste
     assert paper.backbone.padding_mode == "zeros" and paper.max_iter == 1000
     default = compose_config("run", ["+experiment=bsd_default"])
     assert default.backbone.padding_mode == "replicate"
-    segmenter, settings = build_segmenter(default, None)
-    assert settings["segments"]["connected"] is True
-    assert "segments" not in settings_of(paper, build_segmenter(paper, None)[0], None)
+    _, settings, segments = build_segmenter(default, None)
+    assert settings["segments"]["connected"] is True and segments is not None
+    assert "segments" not in build_segmenter(paper, None)[1]
     # ids that must mean the same across images are left alone
     assert build_segments(compose_config("segment", ["warm_start=true"])) is None

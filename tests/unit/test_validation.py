@@ -14,6 +14,7 @@ from dynaseg.validation import (
     check_config,
     check_run_dir,
     check_segment_config,
+    one_line,
     to_plain,
 )
 
@@ -39,6 +40,13 @@ def test_config_mistakes_are_one_line_errors(overrides, message):
         check_config(compose_config("run", overrides))
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_one_line_joins_messages_and_names_a_silent_exception():
+    assert one_line("cannot identify image\n  file x.png") == "cannot identify image file x.png"
+    assert one_line(OSError("truncated\nfile")) == "truncated file"
+    assert one_line(KeyError()) == "KeyError"
+    assert one_line("") == ""
 
 
 def test_a_root_that_is_a_file_is_refused(tmp_path):

@@ -141,3 +141,48 @@ def test_table1_and_the_iterations_study_agree_with_the_harness(tmp_path):
     all_at_3 = f"{float(by_t['3']['bsd500/all']):.3f}"
     assert f"| 3 | {float(by_t['3']['q']):.1f} | {all_at_3} |" in report
     assert f"| `table1_bsd500_val_fsf_per_image.csv` | – | {all_at_3} |" in report
+
+
+def write_csv(path: Path, rows_: list[dict[str, float]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows_[0]))
+        writer.writeheader()
+        writer.writerows(rows_)
+
+
+def image_row(item_id: str, best_iou: float, covering: float, voi: float) -> dict:
+    return {
+        "id": item_id,
+        "bsd500/all": best_iou,
+        "bsd500/n_all": 10,
+        "bsd500/segments_per_image": 5,
+        "bsd500_regions/covering_pooled": covering,
+        "bsd500_regions/n_annotation_pixels": 100,
+        "bsd500_regions/pri": 0.7,
+        "bsd500_regions/voi": voi,
+    }
+
+
+def test_the_shortfall_analysis_finds_the_best_other_row_of_each_measure(tmp_path):
+    from argparse import Namespace
+
+    from shortfall import against_best
+
+    ids = ["a", "b", "c"]
+    table = {
+        "ours": [image_row(i, 0.4, 0.5, 2.0) for i in ids],
+        "sharp": [image_row(i, v, 0.3, 3.0) for i, v in zip(ids, (0.6, 0.5, 0.3), strict=True)],
+        "coarse": [image_row(i, 0.1, 0.6, v) for i, v in zip(ids, (1.0, 2.5, 1.5), strict=True)],
+        "partial": [image_row("a", 0.9, 0.9, 0.1)],  # lacks images: no competitor
+    }
+    for name, image_rows in table.items():
+        write_csv(tmp_path / f"table1_bsd500_val_{name}_per_image.csv", image_rows)
+    args = Namespace(results=tmp_path, split="val", against="ours")
+    text = "\n".join(against_best(args, {"a": 5.0, "b": 10.0, "c": 20.0}))
+    assert "the 2 rows with all these images (coarse, sharp)" in text
+    # best IoU: sharp pools to 0.467 > 0.4; ours better on c only; gaps by third −0.2, −0.1, +0.1
+    iou = "| best IoU (All) | sharp | 0.400 / 0.467 | 1 / 3 | -0.100 | -0.200 | -0.100 | +0.100 |"
+    assert iou in text
+    assert "| covering | coarse | 0.500 / 0.600 | 0 / 3 | -0.100 |" in text
+    # VoI: lower is better; coarse pools to 1.667; ours (2.0) better on b only
+    assert "| VoI | coarse | 2.000 / 1.667 | 1 / 3 | -0.500 | -1.000 | +0.500 | -0.500 |" in text

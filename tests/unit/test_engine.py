@@ -185,14 +185,20 @@ FIXTURE = Path(__file__).parents[1] / "fixtures" / "engine_before.npz"
         ("fixed_thr4", {"weighting": FixedWeighting(5.0), "stopping": ThresholdStopping(4)}),
     ],
 )
-def test_one_image_fits_are_bit_identical_to_the_two_loop_engine(name, settings):
-    """The fixture was recorded by ``Segmenter.fit`` before the two loops became one."""
+def test_one_image_fits_match_the_two_loop_engine(name, settings):
+    """The fixture was recorded by ``Segmenter.fit`` before the two loops became one. Labels,
+    iterations, q' and μ must be identical; the float32 losses drift apart by ~1e-4 relative over
+    40 iterations where another CPU's kernels round differently (bit-identical on the machine that
+    recorded it)."""
     recorded = np.load(FIXTURE)
     result = small_segmenter(max_iter=40, **settings).fit(recorded["image"], seed=11)
     assert result.iterations == int(recorded[f"{name}/iterations"])
     assert np.array_equal(result.labels, recorded[f"{name}/labels"])
-    for key in ("q", "mu", "loss_sim", "loss_con"):
+    for key in ("q", "mu"):
         assert np.array_equal(np.array(result.history[key]), recorded[f"{name}/{key}"]), key
+    for key in ("loss_sim", "loss_con"):
+        got, want = np.array(result.history[key]), recorded[f"{name}/{key}"]
+        np.testing.assert_allclose(got, want, rtol=1e-3, err_msg=key)
 
 
 def frozen(params: object) -> torch.optim.Optimizer:

@@ -29,7 +29,7 @@ from tables import HEADER, cells, markdown, parse_keeping_argv, pool, study_argu
 from dynaseg.data import BSDS500
 from dynaseg.metrics import RegionMeasures, SegmentBestIoU
 from dynaseg.outputs import RUN
-from dynaseg.segments import Segments, as_rgb, vote_in
+from dynaseg.segments import COLOUR_SPACES, LINKAGES, Segments, as_rgb, vote_in
 
 
 def score(labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -59,10 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         default=[0],
         help="Felzenszwalb scales (σ 0.5, min size 20) of superpixels to vote in first; 0: none",
     )
+    parser.add_argument(
+        "--colour-space", nargs="+", default=["rgb"], choices=COLOUR_SPACES, help="of the merge"
+    )
+    parser.add_argument(
+        "--linkage", nargs="+", default=["single"], choices=LINKAGES, help="of the merge"
+    )
     args = parse_keeping_argv(parser, argv)
     dataset = BSDS500(args.root, args.split, limit=args.limit)
     grid = list(
-        itertools.product(args.vote_scale, (False, True), args.colour_threshold, args.min_size)
+        itertools.product(
+            args.vote_scale,
+            (False, True),
+            args.colour_space,
+            args.linkage,
+            args.colour_threshold,
+            args.min_size,
+        )
     )
     rows: list[dict[str, object]] = []
     for item_id in dataset.ids:
@@ -78,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             else fitted
             for scale in args.vote_scale
         }
-        for scale, connected, colour, min_size in grid:
-            segments = Segments(None, connected, colour, min_size)(voted[scale], image)
-            row = {"id": item_id, "vote": scale, "connected": connected, "colour": colour}
-            rows.append(row | {"min_size": min_size} | score(segments, gt))
+        for scale, connected, space, linkage, colour, min_size in grid:
+            step = Segments(None, connected, colour, min_size, space, linkage)
+            row = {"id": item_id, "vote": scale, "connected": connected, "space": space}
+            row |= {"linkage": linkage, "colour": colour, "min_size": min_size}
+            rows.append(row | score(step(voted[scale], image), gt))
         print(f"{item_id} done", file=sys.stderr)  # noqa: T201 - progress
     if not rows:
         print(f"no label maps under {args.run}", file=sys.stderr)  # noqa: T201
@@ -93,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     table = []
     for setting in grid:
-        keys = ("vote", "connected", "colour", "min_size")
+        keys = ("vote", "connected", "space", "linkage", "colour", "min_size")
         group = [r for r in rows if tuple(r[k] for k in keys) == setting]
-        scale, connected, colour, min_size = setting
+        scale, connected, space, linkage, colour, min_size = setting
         vote = f"FH {scale:g}" if scale else "–"
-        first = [vote, "yes" if connected else "no", f"{colour:g}", str(min_size)]
+        merge = f"{space.upper()} {colour:g}, {linkage}" if colour else "none"
+        first = [vote, "yes" if connected else "no", merge, str(min_size)]
         table.append([*first, *cells(pool(group))])
     n_images = len(rows) // len(grid)
     text = [
@@ -105,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Each row turns the run's label maps into segments (a majority vote of the labels in "
         "Felzenszwalb superpixels of the given scale first, or not; split into 4-connected "
-        "pieces or not; neighbours whose mean colours lie closer than *colour merge* (RGB, "
-        "0–255) merged; pieces under *min size* pixels merged into the nearest larger one) and "
+        "pieces or not; neighbours whose mean colours lie closer than *colour merge* (RGB "
+        "0–255 or CIELAB ΔE; *single* linkage merges chains of near neighbours at once, *mean* "
+        "merges the closest pair first and compares merged means) merged; pieces under *min size* pixels merged into the nearest larger one) and "
         "scores them "
         "at the native size. Best IoU splits into pieces anyway, so *connected* moves only the "
         "region measures. Per-image rows: the `.csv` beside this file.",

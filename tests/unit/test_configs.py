@@ -71,3 +71,13 @@ def test_a_baseline_run_is_named_and_checked_without_the_dynaseg_parts():
     assert used_parts(compose_config("run")) == ["backbone", "weighting", "stopping"]
     # Outside @hydra.main the ${hydra:...} choices are not resolvable: name the parts directly.
     assert run_name("bsd500", "kmeans", "fsf", "cnn") == "bsd500_kmeans"
+
+
+def test_ddp_processes_wait_for_each_other_longer_than_one_native_shard_takes():
+    """Shards of native fits finish tens of minutes apart; torch's default 30-minute wait at
+    the final metric sync killed such a run."""
+    from datetime import timedelta
+
+    config = compose_config("run", ["trainer=ddp"])
+    strategy = instantiate(config.trainer.strategy)
+    assert strategy._timeout >= timedelta(hours=12)

@@ -10,7 +10,9 @@ from skimage.measure import label as connected_label
 from dynaseg.baselines import FelzenszwalbSegmenter
 from dynaseg.config import compose_config
 from dynaseg.pipeline import build_segmenter, build_segments
-from dynaseg.segments import Segments, merge_small, vote_in
+from skimage.color import rgb2lab
+
+from dynaseg.segments import Segments, merge_similar, merge_small, vote_in
 
 
 def vote_by_loop(labels: np.ndarray, superpixels: np.ndarray) -> np.ndarray:
@@ -53,6 +55,40 @@ def test_merge_takes_the_nearest_large_piece_and_keeps_the_largest_when_none_is_
         merge_small(pieces, 0)
 
 
+def gradient_strips() -> tuple[np.ndarray, np.ndarray]:
+    """Five grey strips, 8 grey levels apart: neighbours 8·√3 ≈ 13.9 RGB apart, the ends 55."""
+    strips = np.repeat(np.arange(5), 4)[None, :].repeat(3, axis=0)
+    image = np.repeat((strips * 8).astype(np.uint8)[..., None], 3, axis=2)
+    return strips, image
+
+
+def test_single_linkage_chains_a_gradient_and_mean_linkage_does_not():
+    strips, image = gradient_strips()
+    assert np.unique(merge_similar(strips, image, 15, "single")).size == 1
+    # the closest pair merges into a mean 4·√3 from each; the next strip is then 12·√3 ≈ 20.8
+    # away (> 15), so pairs form and no segment spans more than two strips: 3 segments
+    merged = merge_similar(strips, image, 15, "mean")
+    assert np.unique(merged).size == 3
+    for segment in np.unique(merged):
+        assert np.unique(strips[merged == segment]).size <= 2
+    assert np.unique(merge_similar(strips, image, 13, "mean")).size == 5
+    with pytest.raises(ValueError, match="linkage"):
+        merge_similar(strips, image, 15, "complete")
+
+
+def test_lab_merge_uses_cielab_distances():
+    strips, image = gradient_strips()
+    lab = rgb2lab(image)
+    gap = float(np.linalg.norm(lab[0, 4] - lab[0, 0]))  # ΔE between strips 0 and 1
+    step = Segments(colour_threshold=gap + 0.5, colour_space="lab", linkage="single")
+    assert np.unique(step(strips, image)).size < 5
+    step = Segments(colour_threshold=gap - 0.5, colour_space="lab", linkage="single")
+    joined = step(strips, image)
+    assert np.unique(joined[:, :8]).size == 2  # the two darkest strips stay apart
+    with pytest.raises(ValueError, match="colour_space"):
+        Segments(colour_space="hsv")
+
+
 def test_segments_split_classes_into_connected_pieces_only_when_asked():
     labels = np.array([[0, 1, 0], [0, 1, 0]])  # class 0 on both sides of class 1
     image = np.zeros((2, 3, 3), np.uint8)
@@ -63,27 +99,32 @@ def test_segments_split_classes_into_connected_pieces_only_when_asked():
     assert not voted.changes_nothing
 
 
-def default_fit(image: np.ndarray, seed: int) -> np.ndarray:
+def default_fit(image: np.ndarray, seed: int, segments: str = "voted") -> np.ndarray:
     """What ``dynaseg segment`` writes for an image, through the same builders."""
-    config = compose_config("segment")
+    config = compose_config("segment", [f"segments={segments}"])
     segmenter, _, segments = build_segmenter(config, None)
     assert segments is not None
     return segments(segmenter.fit(image, seed=seed).labels, image)
 
 
+STEPS = pytest.mark.parametrize("step", ["voted", "voted_lab"])
+
+
+@STEPS
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_default_gives_one_segment_for_a_flat_image(seed):
+def test_the_default_gives_one_segment_for_a_flat_image(seed, step):
     flat = np.full((48, 64, 3), 120, np.uint8)
-    assert np.unique(default_fit(flat, seed)).size == 1
+    assert np.unique(default_fit(flat, seed, step)).size == 1
 
 
+@STEPS
 @pytest.mark.parametrize("seed", [0, 1])
-def test_the_default_gives_two_segments_for_two_flat_halves_with_noise(seed):
+def test_the_default_gives_two_segments_for_two_flat_halves_with_noise(seed, step):
     rng = np.random.default_rng(seed)
     halves = np.zeros((48, 64, 3))
     halves[:, :32], halves[:, 32:] = (200, 60, 40), (40, 90, 200)
     noisy = np.clip(halves + rng.normal(0, 8, halves.shape), 0, 255).astype(np.uint8)
-    segments = default_fit(noisy, seed)
+    segments = default_fit(noisy, seed, step)
     assert np.unique(segments).size == 2
     assert np.unique(segments[:, :32]).size == 1 and np.unique(segments[:, 32:]).size == 1
 

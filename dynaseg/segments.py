@@ -21,6 +21,11 @@ from torch import Tensor
 
 from dynaseg.metrics.base import relabel_connected
 
+LINKAGES = ("single", "mean")
+"""How :func:`merge_similar` joins neighbours."""
+COLOUR_SPACES = ("rgb", "lab")
+"""Where :class:`Segments` measures colour distances."""
+
 
 def merge_small(segments: np.ndarray, min_size: int) -> np.ndarray:
     """Give every pixel of a segment under ``min_size`` pixels the id of the nearest pixel of a
@@ -86,10 +91,6 @@ def merge_similar(
             weight_func=_mean_colour_distance,
         )
     return np.unique(merged, return_inverse=True)[1].reshape(merged.shape)
-
-
-LINKAGES = ("single", "mean")
-COLOUR_SPACES = ("rgb", "lab")
 
 
 def _pool_colours(graph: Any, src: int, dst: int) -> None:

@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "Felzenszwalb superpixels of the given scale first, or not; split into 4-connected "
         "pieces or not; neighbours whose mean colours lie closer than *colour merge* (RGB "
         "0–255 or CIELAB ΔE; *single* linkage merges chains of near neighbours at once, *mean* "
-        "merges the closest pair first and compares merged means) merged; pieces under *min size* pixels merged into the nearest larger one) and "
-        "scores them "
+        "merges the closest pair first and compares merged means) merged; pieces under *min "
+        "size* pixels merged into the nearest larger one) and scores them "
         "at the native size. Best IoU splits into pieces anyway, so *connected* moves only the "
         "region measures. Per-image rows: the `.csv` beside this file.",
         "",

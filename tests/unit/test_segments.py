@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from skimage.color import rgb2lab
 from skimage.measure import label as connected_label
 
 from dynaseg.baselines import FelzenszwalbSegmenter
 from dynaseg.config import compose_config
 from dynaseg.pipeline import build_segmenter, build_segments
-from skimage.color import rgb2lab
-
 from dynaseg.segments import Segments, merge_similar, merge_small, vote_in
 
 

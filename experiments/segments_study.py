@@ -65,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--linkage", nargs="+", default=["single"], choices=LINKAGES, help="of the merge"
     )
+    parser.add_argument(
+        "--ward-threshold",
+        type=float,
+        nargs="+",
+        default=[0],
+        help="Ward merge after the colour merge (colour units × √pixels); 0: none",
+    )
     args = parse_keeping_argv(parser, argv)
     dataset = BSDS500(args.root, args.split, limit=args.limit)
     grid = list(
@@ -74,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             args.colour_space,
             args.linkage,
             args.colour_threshold,
+            args.ward_threshold,
             args.min_size,
         )
     )
@@ -91,10 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             else fitted
             for scale in args.vote_scale
         }
-        for scale, connected, space, linkage, colour, min_size in grid:
-            step = Segments(None, connected, colour, min_size, space, linkage)
+        for scale, connected, space, linkage, colour, ward, min_size in grid:
+            step = Segments(None, connected, colour, min_size, space, linkage, ward)
             row = {"id": item_id, "vote": scale, "connected": connected, "space": space}
-            row |= {"linkage": linkage, "colour": colour, "min_size": min_size}
+            row |= {"linkage": linkage, "colour": colour, "ward": ward, "min_size": min_size}
             rows.append(row | score(step(voted[scale], image), gt))
         print(f"{item_id} done", file=sys.stderr)  # noqa: T201 - progress
     if not rows:
@@ -107,12 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     table = []
     for setting in grid:
-        keys = ("vote", "connected", "space", "linkage", "colour", "min_size")
+        keys = ("vote", "connected", "space", "linkage", "colour", "ward", "min_size")
         group = [r for r in rows if tuple(r[k] for k in keys) == setting]
-        scale, connected, space, linkage, colour, min_size = setting
+        scale, connected, space, linkage, colour, ward, min_size = setting
         vote = f"FH {scale:g}" if scale else "–"
         merge = f"{space.upper()} {colour:g}, {linkage}" if colour else "none"
-        first = [vote, "yes" if connected else "no", merge, str(min_size)]
+        ward_cell = f"{space.upper()} {ward:g}" if ward else "none"
+        first = [vote, "yes" if connected else "no", merge, ward_cell, str(min_size)]
         table.append([*first, *cells(pool(group))])
     n_images = len(rows) // len(grid)
     text = [
@@ -122,12 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         "Felzenszwalb superpixels of the given scale first, or not; split into 4-connected "
         "pieces or not; neighbours whose mean colours lie closer than *colour merge* (RGB "
         "0–255 or CIELAB ΔE; *single* linkage merges chains of near neighbours at once, *mean* "
-        "merges the closest pair first and compares merged means) merged; pieces under *min "
-        "size* pixels merged into the nearest larger one) and scores them "
+        "merges the closest pair first and compares merged means) merged; then neighbours "
+        "whose Ward distance (colour distance × √(n₁n₂/(n₁+n₂)), so small pieces merge "
+        "readily and large ones only when alike) lies under *Ward merge* merged; pieces "
+        "under *min size* pixels merged into the nearest larger one) and scores them "
         "at the native size. Best IoU splits into pieces anyway, so *connected* moves only the "
         "region measures. Per-image rows: the `.csv` beside this file.",
         "",
-        markdown(["vote", "connected", "colour merge", "min size"], HEADER, table),
+        markdown(["vote", "connected", "colour merge", "Ward merge", "min size"], HEADER, table),
         "    " + shlex.join(["python", "experiments/segments_study.py", *args.argv]),
         "",
     ]

@@ -143,6 +143,45 @@ def test_table1_and_the_iterations_study_agree_with_the_harness(tmp_path):
     assert f"| `table1_bsd500_val_fsf_per_image.csv` | – | {all_at_3} |" in report
 
 
+def test_the_segments_study_scores_a_runs_labels_as_the_run_did(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    common = ["--root", sample_root(), "--split", "val"]
+    script("table1.py", *common, "--methods", "felzenszwalb", "--runs", runs, "--out", out)
+    study = tmp_path / "study"
+    script(
+        "segments_study.py",
+        *common,
+        "--run",
+        runs / "val_felzenszwalb_native",
+        "--colour-space",
+        "lab",
+        "--linkage",
+        "mean",
+        "--colour-threshold",
+        "0",
+        "--ward-threshold",
+        "0",
+        "300",
+        "--min-size",
+        "1",
+        "--out",
+        study,
+    )
+    harness = {row["id"]: row for row in rows(out / "table1_bsd500_val_felzenszwalb_per_image.csv")}
+    found = rows(study.with_suffix(".csv"))
+    as_run = [r for r in found if r["connected"] == "False" and float(r["ward"]) == 0]
+    assert sorted(r["id"] for r in as_run) == sorted(harness)
+    for row in as_run:  # nothing changed: the run's own scores
+        for key in ("bsd500/all", "bsd500_regions/covering_pooled", "bsd500_regions/voi"):
+            assert float(row[key]) == pytest.approx(float(harness[row["id"]][key]))
+    merged = [r for r in found if r["connected"] == "True" and float(r["ward"]) == 300]
+    for row in merged:
+        assert float(row["bsd500/segments_per_image"]) < float(
+            harness[row["id"]]["bsd500/segments_per_image"]
+        )
+    assert "| – | yes | none | LAB 300 | 1 |" in study.with_suffix(".md").read_text()
+
+
 def write_csv(path: Path, rows_: list[dict[str, float]]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows_[0]))

@@ -75,6 +75,50 @@ def test_single_linkage_chains_a_gradient_and_mean_linkage_does_not():
         merge_similar(strips, image, 15, "complete")
 
 
+def test_ward_linkage_is_scikit_learns_connected_ward_clustering():
+    """From single pixels, the Ward merge is agglomerative Ward clustering of the pixel colours
+    under 8-neighbour connectivity (scikit-image's RAG joins diagonal neighbours); scikit-learn
+    reports its merge heights as √(2·ΔSSE), ours is √ΔSSE, hence the √2."""
+    from sklearn.cluster import AgglomerativeClustering
+    from sklearn.metrics import adjusted_rand_score
+    from sklearn.neighbors import radius_neighbors_graph
+
+    height, width, threshold = 6, 7, 3.0
+    pixels = np.arange(height * width).reshape(height, width)
+    grid = np.argwhere(np.ones((height, width)))
+    neighbours = radius_neighbors_graph(grid, radius=1.5)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        image = rng.normal(0, 1, (height, width, 3)) + 4.0 * (np.arange(width) >= 3)[:, None]
+        ours = merge_similar(pixels, image, threshold, "ward")
+        theirs = AgglomerativeClustering(
+            n_clusters=None,
+            distance_threshold=threshold * np.sqrt(2),
+            linkage="ward",
+            connectivity=neighbours,
+            compute_full_tree=True,
+        ).fit_predict(image.reshape(-1, 3))
+        assert np.unique(ours).size > 1
+        assert adjusted_rand_score(ours.ravel(), theirs) == 1.0
+
+
+def test_ward_merge_weighs_a_colour_difference_by_the_smaller_segment():
+    # a 2-pixel speck 100 grey levels off a 198-pixel region: 100·√3·√(2·198/200) ≈ 243.7
+    image = np.zeros((10, 20, 3), np.uint8)
+    segments = np.zeros((10, 20), np.int64)
+    image[0, :2], segments[0, :2] = 100, 1
+    assert np.unique(merge_similar(segments, image, 250, "ward")).size == 1
+    assert np.unique(merge_similar(segments, image, 240, "ward")).size == 2
+    # the same colour step between two halves of 100 pixels each needs 100·√3·√50 ≈ 1224.7
+    halves = np.zeros((10, 20, 3), np.uint8)
+    halves[:, 10:] = 100
+    split = np.repeat((np.arange(20) >= 10)[None], 10, axis=0).astype(np.int64)
+    assert np.unique(merge_similar(split, halves, 1200, "ward")).size == 2
+    assert np.unique(Segments(ward_threshold=1230)(split, halves)).size == 1
+    with pytest.raises(ValueError, match="ward_threshold"):
+        Segments(ward_threshold=-1)
+
+
 def test_lab_merge_uses_cielab_distances():
     strips, image = gradient_strips()
     lab = rgb2lab(image)

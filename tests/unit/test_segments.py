@@ -142,7 +142,7 @@ def test_segments_split_classes_into_connected_pieces_only_when_asked():
     assert not voted.changes_nothing
 
 
-def default_fit(image: np.ndarray, seed: int, segments: str = "voted") -> np.ndarray:
+def default_fit(image: np.ndarray, seed: int, segments: str = "voted_lab") -> np.ndarray:
     """What ``dynaseg segment`` writes for an image, through the same builders."""
     config = compose_config("segment", [f"segments={segments}"])
     segmenter, _, segments = build_segmenter(config, None)

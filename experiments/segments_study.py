@@ -6,7 +6,8 @@ every BSDS500 measure, on label maps a run already wrote (no refitting).
         --out experiments/results/segments_train20
 
 Reads ``predictions/<id>.png`` of a run directory (the RUN layout), applies
-:class:`dynaseg.segments.Segments` for every (connected, min size) of the grid, scores the
+:class:`dynaseg.segments.Segments` for every setting of the grid (vote, connected, colour
+space, linkage, colour and Ward thresholds, min size), scores the
 result at the native size with the same metrics as a run, and writes ``<out>.md`` (pooled rows)
 and ``<out>.csv`` (per image). The sizes are in pixels at the size the labels were written
 (native size for a native fit).

@@ -142,9 +142,9 @@ def test_segments_split_classes_into_connected_pieces_only_when_asked():
     assert not voted.changes_nothing
 
 
-def default_fit(image: np.ndarray, seed: int, segments: str = "voted_lab") -> np.ndarray:
-    """What ``dynaseg segment`` writes for an image, through the same builders."""
-    config = compose_config("segment", [f"segments={segments}"])
+def default_fit(image: np.ndarray, seed: int, step: str) -> np.ndarray:
+    """What ``dynaseg segment segments=<step>`` writes for an image, through the same builders."""
+    config = compose_config("segment", [f"segments={step}"])
     segmenter, _, segments = build_segmenter(config, None)
     assert segments is not None
     return segments(segmenter.fit(image, seed=seed).labels, image)

@@ -6,7 +6,7 @@ every BSDS500 measure, on label maps a run already wrote (no refitting).
         --out experiments/results/segments_train20
 
 Reads ``predictions/<id>.png`` of a run directory (the RUN layout), applies
-:class:`dynaseg.segments.Segments` for every setting of the grid (vote, connected, colour
+:class:`dynaseg.segments.Segments` for every setting of the grid (vote, cut, connected, colour
 space, linkage, colour and Ward thresholds, min size), scores the
 result at the native size with the same metrics as a run, and writes ``<out>.md`` (pooled rows)
 and ``<out>.csv`` (per image). The sizes are in pixels at the size the labels were written
@@ -30,7 +30,7 @@ from tables import HEADER, cells, markdown, parse_keeping_argv, pool, study_argu
 from dynaseg.data import BSDS500
 from dynaseg.metrics import RegionMeasures, SegmentBestIoU
 from dynaseg.outputs import RUN
-from dynaseg.segments import COLOUR_SPACES, LINKAGES, Segments, as_rgb, vote_in
+from dynaseg.segments import COLOUR_SPACES, LINKAGES, Segments, as_rgb, cut_by, vote_in
 
 
 def score(labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
@@ -61,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         help="Felzenszwalb scales (σ 0.5, min size 20) of superpixels to vote in first; 0: none",
     )
     parser.add_argument(
+        "--cut-scale",
+        type=float,
+        nargs="+",
+        default=[0],
+        help="Felzenszwalb scales (σ 0.5, min size 20) of regions that cut the labels; 0: none",
+    )
+    parser.add_argument(
         "--colour-space", nargs="+", default=["rgb"], choices=COLOUR_SPACES, help="of the merge"
     )
     parser.add_argument(
@@ -78,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = list(
         itertools.product(
             args.vote_scale,
+            args.cut_scale,
             (False, True),
             args.colour_space,
             args.linkage,
@@ -94,17 +102,23 @@ def main(argv: list[str] | None = None) -> int:
         fitted = np.asarray(Image.open(path)).astype(np.int64)
         sample = dataset.load(item_id)
         gt, image = sample["gt"].numpy(), as_rgb(sample["image"])
-        voted = {
-            scale: vote_in(fitted, felzenszwalb(image, scale=scale, sigma=0.5, min_size=20))
-            if scale
-            else fitted
-            for scale in args.vote_scale
+        fh = {
+            scale: felzenszwalb(image, scale=scale, sigma=0.5, min_size=20)
+            for scale in {*args.vote_scale, *args.cut_scale} - {0}
         }
-        for scale, connected, space, linkage, colour, ward, min_size in grid:
+        voted = {
+            scale: vote_in(fitted, fh[scale]) if scale else fitted for scale in args.vote_scale
+        }
+        cut = {
+            (vote, scale): cut_by(voted[vote], fh[scale]) if scale else voted[vote]
+            for vote, scale in itertools.product(args.vote_scale, args.cut_scale)
+        }
+        for scale, cut_scale, connected, space, linkage, colour, ward, min_size in grid:
             step = Segments(None, connected, colour, min_size, space, linkage, ward)
-            row = {"id": item_id, "vote": scale, "connected": connected, "space": space}
-            row |= {"linkage": linkage, "colour": colour, "ward": ward, "min_size": min_size}
-            rows.append(row | score(step(voted[scale], image), gt))
+            row = {"id": item_id, "vote": scale, "cut": cut_scale, "connected": connected}
+            row |= {"space": space, "linkage": linkage, "colour": colour, "ward": ward}
+            row["min_size"] = min_size
+            rows.append(row | score(step(cut[scale, cut_scale], image), gt))
         print(f"{item_id} done", file=sys.stderr)  # noqa: T201 - progress
     if not rows:
         print(f"no label maps under {args.run}", file=sys.stderr)  # noqa: T201
@@ -116,20 +130,22 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     table = []
     for setting in grid:
-        keys = ("vote", "connected", "space", "linkage", "colour", "ward", "min_size")
+        keys = ("vote", "cut", "connected", "space", "linkage", "colour", "ward", "min_size")
         group = [r for r in rows if tuple(r[k] for k in keys) == setting]
-        scale, connected, space, linkage, colour, ward, min_size = setting
+        scale, cut_scale, connected, space, linkage, colour, ward, min_size = setting
         vote = f"FH {scale:g}" if scale else "–"
+        cut_cell = f"FH {cut_scale:g}" if cut_scale else "–"
         merge = f"{space.upper()} {colour:g}, {linkage}" if colour else "none"
         ward_cell = f"{space.upper()} {ward:g}" if ward else "none"
-        first = [vote, "yes" if connected else "no", merge, ward_cell, str(min_size)]
+        first = [vote, cut_cell, "yes" if connected else "no", merge, ward_cell, str(min_size)]
         table.append([*first, *cells(pool(group))])
     n_images = len(rows) // len(grid)
     text = [
         f"# Segments from fitted labels: {args.run.name}, BSDS500 {args.split}, {n_images} images",
         "",
         "Each row turns the run's label maps into segments (a majority vote of the labels in "
-        "Felzenszwalb superpixels of the given scale first, or not; split into 4-connected "
+        "Felzenszwalb superpixels of the given scale first, or not; then each label *cut* where "
+        "the boundaries of coarser Felzenszwalb regions cross it, or not; split into 4-connected "
         "pieces or not; neighbours whose mean colours lie closer than *colour merge* (RGB "
         "0–255 or CIELAB ΔE; *single* linkage merges chains of near neighbours at once, *mean* "
         "merges the closest pair first and compares merged means) merged; then neighbours "
@@ -139,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         "at the native size. Best IoU splits into pieces anyway, so *connected* moves only the "
         "region measures. Per-image rows: the `.csv` beside this file.",
         "",
-        markdown(["vote", "connected", "colour merge", "Ward merge", "min size"], HEADER, table),
+        markdown(
+            ["vote", "cut", "connected", "colour merge", "Ward merge", "min size"], HEADER, table
+        ),
         "    " + shlex.join(["python", "experiments/segments_study.py", *args.argv]),
         "",
     ]

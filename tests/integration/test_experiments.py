@@ -179,7 +179,7 @@ def test_the_segments_study_scores_a_runs_labels_as_the_run_did(tmp_path):
         assert float(row["bsd500/segments_per_image"]) < float(
             harness[row["id"]]["bsd500/segments_per_image"]
         )
-    assert "| – | yes | none | LAB 300 | 1 |" in study.with_suffix(".md").read_text()
+    assert "| – | – | yes | none | LAB 300 | 1 |" in study.with_suffix(".md").read_text()
 
 
 def write_csv(path: Path, rows_: list[dict[str, float]]) -> None:

@@ -11,7 +11,7 @@ from skimage.measure import label as connected_label
 from dynaseg.baselines import FelzenszwalbSegmenter
 from dynaseg.config import compose_config
 from dynaseg.pipeline import build_segmenter, build_segments
-from dynaseg.segments import Segments, merge_similar, merge_small, vote_in
+from dynaseg.segments import Segments, cut_by, merge_similar, merge_small, vote_in
 
 
 def vote_by_loop(labels: np.ndarray, superpixels: np.ndarray) -> np.ndarray:
@@ -183,3 +183,23 @@ def test_paper_presets_keep_the_labels_as_fitted_and_the_default_records_its_ste
     assert "segments" not in build_segmenter(paper, None)[1]
     # ids that must mean the same across images are left alone
     assert build_segments(compose_config("segment", ["warm_start=true"])) is None
+
+
+def test_cut_splits_a_label_where_a_region_boundary_crosses_it():
+    labels = np.zeros((4, 6), np.int64)
+    labels[:, 4:] = 1
+    regions = np.zeros((4, 6), np.int64)
+    regions[:, 2:] = 7  # crosses label 0 at column 2, leaves label 1 whole
+    expected = np.array([[0, 0, 1, 1, 2, 2]] * 4)
+    assert np.array_equal(cut_by(labels, regions), expected)
+
+
+def test_segments_cut_by_coarse_regions_before_the_merges():
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, 4:] = 200  # two flat halves the fit gave one label
+    regions = FelzenszwalbSegmenter(scale=100, sigma=0, min_size=2)  # no blur: the cut at 4
+    one_label = np.zeros((8, 8), np.int64)
+    assert np.unique(Segments(connected=True)(one_label, image)).size == 1
+    cut = Segments(connected=True, regions=regions)(one_label, image)
+    assert np.unique(cut[:, :4]).size == 1 and np.unique(cut[:, 4:]).size == 1
+    assert cut[0, 0] != cut[0, 7]

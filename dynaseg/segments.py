@@ -27,6 +27,12 @@ COLOUR_SPACES = ("rgb", "lab")
 """Where :class:`Segments` measures colour distances."""
 
 
+def dense_ids(segments: np.ndarray) -> np.ndarray:
+    """The same partition numbered 0..K−1 in the order of the old ids, which the merges leave
+    with gaps and :func:`cut_by` makes large."""
+    return np.unique(segments, return_inverse=True)[1].reshape(np.shape(segments))
+
+
 def merge_small(segments: np.ndarray, min_size: int) -> np.ndarray:
     """Give every pixel of a segment under ``min_size`` pixels the id of the nearest pixel of a
     segment that is not, then number the ids 0..K−1.
@@ -51,7 +57,7 @@ def merge_small(segments: np.ndarray, min_size: int) -> np.ndarray:
     if small.any():
         _, nearest = ndimage.distance_transform_edt(small, return_indices=True)
         segments = segments[tuple(nearest)]
-    return np.unique(segments, return_inverse=True)[1].reshape(segments.shape)
+    return dense_ids(segments)
 
 
 def merge_similar(
@@ -102,7 +108,7 @@ def merge_similar(
             merge_func=_pool_colours,
             weight_func=reweigh,
         )
-    return np.unique(merged, return_inverse=True)[1].reshape(merged.shape)
+    return dense_ids(merged)
 
 
 def _pool_colours(graph: Any, src: int, dst: int) -> None:
@@ -158,7 +164,7 @@ def cut_by(labels: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """
     labels, regions = np.asarray(labels), np.asarray(regions)
     pairs = labels.astype(np.int64) * (int(regions.max(initial=0)) + 1) + regions
-    return np.unique(pairs, return_inverse=True)[1].reshape(labels.shape)
+    return dense_ids(pairs)
 
 
 def as_rgb(image: np.ndarray | Tensor) -> np.ndarray:

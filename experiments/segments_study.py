@@ -53,20 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--colour-threshold", type=float, nargs="+", default=[0], help="0: no colour merge"
     )
-    parser.add_argument(
-        "--vote-scale",
-        type=float,
-        nargs="+",
-        default=[0],
-        help="Felzenszwalb scales (σ 0.5, min size 20) of superpixels to vote in first; 0: none",
-    )
-    parser.add_argument(
-        "--cut-scale",
-        type=float,
-        nargs="+",
-        default=[0],
-        help="Felzenszwalb scales (σ 0.5, min size 20) of regions that cut the labels; 0: none",
-    )
+    for flag, what in (
+        ("--vote-scale", "superpixels to vote in first"),
+        ("--cut-scale", "regions that cut the labels"),
+    ):
+        parser.add_argument(
+            flag,
+            type=float,
+            nargs="+",
+            default=[0],
+            help=f"Felzenszwalb scales (σ 0.5, min size 20) of {what}; 0: none",
+        )
     parser.add_argument(
         "--colour-space", nargs="+", default=["rgb"], choices=COLOUR_SPACES, help="of the merge"
     )

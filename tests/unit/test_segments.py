@@ -194,7 +194,7 @@ def test_cut_splits_a_label_where_a_region_boundary_crosses_it():
     assert np.array_equal(cut_by(labels, regions), expected)
 
 
-def test_segments_cut_by_coarse_regions_before_the_merges():
+def test_segments_cut_a_shared_label_at_a_coarse_region_boundary():
     image = np.zeros((8, 8, 3), np.uint8)
     image[:, 4:] = 200  # two flat halves the fit gave one label
     regions = FelzenszwalbSegmenter(scale=100, sigma=0, min_size=2)  # no blur: the cut at 4

@@ -5,8 +5,9 @@ region measures of BSDS500 score a map as given, so a class spread over the whol
 one region there, while the best-IoU protocol splits it into pieces first. Noise and texture also
 leave specks of a few pixels; each is a region of its own, which costs covering and VoI nothing
 useful. These steps turn labels into what a user calls segments: connected, and none smaller
-than ``min_size`` pixels. Our default (``conf/segments/voted_lab.yaml``; ``voted.yaml`` was the
-earlier one) uses them; the paper's presets do not (``conf/segments/as_fitted.yaml``).
+than ``min_size`` pixels. Our default (``conf/segments/voted_cut.yaml``; ``voted_lab.yaml`` and
+``voted.yaml`` were the earlier ones) uses them; the paper's presets do not
+(``conf/segments/as_fitted.yaml``).
 """
 
 from __future__ import annotations

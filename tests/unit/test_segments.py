@@ -150,7 +150,7 @@ def default_fit(image: np.ndarray, seed: int, step: str) -> np.ndarray:
     return segments(segmenter.fit(image, seed=seed).labels, image)
 
 
-STEPS = pytest.mark.parametrize("step", ["voted", "voted_lab"])
+STEPS = pytest.mark.parametrize("step", ["voted", "voted_lab", "voted_cut"])
 
 
 @STEPS

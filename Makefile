@@ -28,8 +28,8 @@ demo: install ## run DynaSeg FSF on the bundled BSDS500 samples, print the score
 	@echo "Run directory (predictions/, overlays/, per_image.csv, metrics.json): $(abspath $(DEMO_OUT))/"
 	@echo "Report (open it in a browser): $(abspath $(DEMO_OUT))/report.html"
 
-test: install ## run the test suite
-	$(BIN)/python -m pytest -q
+test: install ## run the test suite (one worker per core, at most 4)
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist worksteal
 
 bench: install ## speed benchmark against the published loop (CPU, a few minutes)
 	$(BIN)/python experiments/bench_speed.py --compile

@@ -172,6 +172,19 @@ def to_tensor(image: np.ndarray | Tensor) -> Tensor:
     return image.float() if isinstance(image, Tensor) else image_to_tensor(image)
 
 
+def count_labels(target: Tensor, n_clusters: int) -> Tensor:
+    """q', the number of distinct labels in ``target`` (ids < ``n_clusters``), as a 0-d tensor.
+
+    Counted on the device: a scatter into q flags, no host copy and no ``bincount``, which would
+    synchronise a GPU to size its output.
+
+    >>> int(count_labels(torch.tensor([[0, 2, 2], [2, 0, 0]]), 4))
+    2
+    """
+    present = torch.zeros(n_clusters, dtype=torch.bool, device=target.device)
+    return present.index_fill(0, target.flatten(), True).sum()
+
+
 def forward_losses(
     net: nn.Module,
     x: Tensor,
@@ -181,15 +194,13 @@ def forward_losses(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One forward pass: the arg-max labels, q' and both loss terms (what ``compile`` fuses).
 
-    q' is counted on the device (a scatter into q flags, no host copy and no ``bincount``,
-    which would synchronise a GPU to size its output). With a scribble, the similarity term is
-    Kim et al.'s (2020) data term: the similarity loss over the unmarked pixels plus
-    ``scribble_weight`` times the cross-entropy against the scribbled classes.
+    With a scribble, the similarity term is Kim et al.'s (2020) data term: the similarity loss
+    over the unmarked pixels plus ``scribble_weight`` times the cross-entropy against the
+    scribbled classes.
     """
     _, response = net(x)
     target = response.argmax(1)
-    present = torch.zeros(n_clusters, dtype=torch.bool, device=x.device)
-    n_labels = present.index_fill(0, target.flatten(), True).sum()
+    n_labels = count_labels(target, n_clusters)
     loss_sim = similarity_loss(response, target, strokes)
     if strokes is not None:
         loss_sim = loss_sim + scribble_weight * scribble_loss(response, strokes)

@@ -66,9 +66,8 @@ class Refined:
             self.superpixels * n_clusters + target.flatten(), minlength=self.count * n_clusters
         )
         target = votes.view(self.count, n_clusters).argmax(1)[self.superpixels].view_as(target)
-        present = torch.zeros(n_clusters, dtype=torch.bool, device=x.device)
-        n_labels = present.index_fill(0, target.flatten(), True).sum()
         loss_sim = engine.similarity_loss(response, target)
+        n_labels = engine.count_labels(target, n_clusters)
         return target, n_labels, loss_sim, engine.continuity_loss(response)
 
 

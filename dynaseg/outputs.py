@@ -164,13 +164,16 @@ RUN = Layout(
     "run",
     {
         "labels": "predictions/{id}.png",
+        "fitted": "fitted/{id}.png",
         "overlay": "overlays/{id}.png",
         "thumbnail": "thumbnails/{id}.jpg",
         "ground_truth": "ground_truth/{id}.png",
         "record": "records/{id}.json",
     },
 )
-"""A run directory of ``python -m dynaseg.run``: one folder per kind, report pictures included."""
+"""A run directory of ``python -m dynaseg.run``: one folder per kind, report pictures included.
+``fitted/`` keeps the fit's own labels where a segments step changed them, so another step can be
+scored on the same fits without fitting again (``experiments/segments_study.py``)."""
 
 THUMB_SIDE = 160
 
@@ -222,6 +225,7 @@ def write_image(
     gt: np.ndarray | None = None,
     with_overlay: bool = True,
     scribble: np.ndarray | None = None,
+    fitted: np.ndarray | None = None,
 ) -> None:
     """Write one image's files in ``layout``; the record comes last and marks the image done.
 
@@ -233,9 +237,13 @@ def write_image(
         with_overlay: also write the overlay (runs keep it for their first images only).
         scribble: ``(h, w)`` strokes the fit followed, drawn on the overlay in the colour of the
             label each class ended with.
+        fitted: ``(h, w)`` the fit's labels before the segments step (None: the step changed
+            nothing, or there was none); written where the layout has a place for them.
     """
     labels = label_image(labels)
     save_png(layout.path(root, "labels", item_id), labels)
+    if fitted is not None and "fitted" in layout.kinds:
+        save_png(layout.path(root, "fitted", item_id), label_image(fitted))
     if "color" in layout.kinds:
         save_png(layout.path(root, "color", item_id), colorize(labels))
     if with_overlay:

@@ -299,8 +299,18 @@ class Pipeline:
             self.n_detailed += 1
             record["history"] = result.history
         gt = sample["gt"].numpy()
+        as_fitted = None if fitted is result.labels else result.labels
         write_image(
-            self.out, self.layout, sample["id"], image, labels, record, gt, detailed, scribble
+            self.out,
+            self.layout,
+            sample["id"],
+            image,
+            labels,
+            record,
+            gt,
+            detailed,
+            scribble,
+            as_fitted,
         )
         self.records.append(record)
         log.info(

@@ -5,12 +5,14 @@ every BSDS500 measure, on label maps a run already wrote (no refitting).
         --run outputs/tune/train20_replicate_T300 --min-size 1 20 50 100 200 400 800 \
         --out experiments/results/segments_train20
 
-Reads ``predictions/<id>.png`` of a run directory (the RUN layout), applies
+Reads the fit's labels of a run directory (the RUN layout: ``fitted/<id>.png`` where the run
+applied a segments step, else ``predictions/<id>.png``), applies
 :class:`dynaseg.segments.Segments` for every setting of the grid (vote, cut, connected, colour
 space, linkage, colour and Ward thresholds, min size), scores the
 result at the native size with the same metrics as a run, and writes ``<out>.md`` (pooled rows)
-and ``<out>.csv`` (per image). The sizes are in pixels at the size the labels were written
-(native size for a native fit).
+and ``<out>.csv`` (per image). The step works on the image the fit saw, as a run's does: give a
+reduced fit's ``--max-side``. The sizes are in pixels at the size the fit ran (native size for a
+native fit).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from skimage.segmentation import felzenszwalb
 from tables import HEADER, cells, markdown, parse_keeping_argv, pool, study_arguments
 
 from dynaseg.data import BSDS500
+from dynaseg.images import resize_labels
 from dynaseg.metrics import RegionMeasures, SegmentBestIoU
 from dynaseg.outputs import RUN
 from dynaseg.segments import COLOUR_SPACES, LINKAGES, Segments, as_rgb, cut_by, vote_in
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Ward merge after the colour merge (colour units × √pixels); 0: none",
     )
     args = parse_keeping_argv(parser, argv)
-    dataset = BSDS500(args.root, args.split, limit=args.limit)
+    dataset = BSDS500(args.root, args.split, limit=args.limit, max_side=args.max_side)
     grid = list(
         itertools.product(
             args.vote_scale,
@@ -93,12 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[dict[str, object]] = []
     for item_id in dataset.ids:
-        path = RUN.path(args.run, "labels", item_id)
+        path = RUN.path(args.run, "fitted", item_id)
+        if not path.is_file():
+            path = RUN.path(args.run, "labels", item_id)
         if not path.is_file():
             continue
         fitted = np.asarray(Image.open(path)).astype(np.int64)
         sample = dataset.load(item_id)
         gt, image = sample["gt"].numpy(), as_rgb(sample["image"])
+        if fitted.shape != image.shape[:2]:
+            sys.exit(f"{path}: labels are {fitted.shape}, the fitted image {image.shape[:2]}")
         fh = {
             scale: felzenszwalb(image, scale=scale, sigma=0.5, min_size=20)
             for scale in {*args.vote_scale, *args.cut_scale} - {0}
@@ -115,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             row = {"id": item_id, "vote": scale, "cut": cut_scale, "connected": connected}
             row |= {"space": space, "linkage": linkage, "colour": colour, "ward": ward}
             row["min_size"] = min_size
-            rows.append(row | score(step(cut[scale, cut_scale], image), gt))
+            segments = resize_labels(step(cut[scale, cut_scale], image), gt.shape[1:])
+            rows.append(row | score(segments, gt))
         print(f"{item_id} done", file=sys.stderr)  # noqa: T201 - progress
     if not rows:
         print(f"no label maps under {args.run}", file=sys.stderr)  # noqa: T201

@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from dynaseg.data import sample_root
 
@@ -244,3 +246,30 @@ def test_the_fit_studys_refinement_takes_each_superpixels_majority_label():
     assert float(loss_sim) == pytest.approx(
         float(torch.nn.functional.cross_entropy(response, target))
     )
+
+
+@pytest.mark.slow
+def test_a_default_run_keeps_its_fits_and_the_study_redoes_its_step(tmp_path):
+    """The default run writes its segments and, in ``fitted/``, the fit's own labels; the study,
+    given the default step's settings, turns those into exactly the segments the run scored."""
+    runs, out = tmp_path / "runs", tmp_path / "results"
+    common = ["--root", sample_root(), "--split", "val", "--max-side", "48"]
+    fit = ["--methods", "default", "--dynaseg-limit", "2", "--max-iter", "3"]
+    script("table1.py", *common, *fit, "--runs", runs, "--out", out)
+    run = runs / "val_default_48px_T3"
+    fitted = sorted((run / "fitted").glob("*.png"))
+    assert len(fitted) == 2
+    for path in fitted:
+        segments = np.asarray(Image.open(run / "predictions" / path.name))
+        as_fitted = np.asarray(Image.open(path))
+        assert max(as_fitted.shape) == 48 and max(segments.shape) == 481
+    study = tmp_path / "study"
+    step = ["--vote-scale", "100", "--cut-scale", "1000", "--colour-space", "lab"]
+    step += ["--linkage", "mean", "--colour-threshold", "12", "--ward-threshold", "200"]
+    script("segments_study.py", *common, "--run", run, *step, "--min-size", "20", "--out", study)
+    harness = {row["id"]: row for row in rows(out / "table1_bsd500_val_default_per_image.csv")}
+    stepped = [r for r in rows(study.with_suffix(".csv")) if r["connected"] == "True"]
+    assert sorted(r["id"] for r in stepped) == sorted(harness)
+    for row in stepped:
+        for key in ("bsd500/all", "bsd500/segments_per_image", "bsd500_regions/voi"):
+            assert float(row[key]) == pytest.approx(float(harness[row["id"]][key]))

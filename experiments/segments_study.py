@@ -18,16 +18,14 @@ native fit).
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from skimage.segmentation import felzenszwalb
-from tables import HEADER, cells, markdown, parse_keeping_argv, pool, study_arguments
+from tables import HEADER, cells, markdown, parse_keeping_argv, pool, study_arguments, write_study
 
 from dynaseg.data import BSDS500
 from dynaseg.images import resize_labels
@@ -46,6 +44,16 @@ def score(labels: np.ndarray, gt: np.ndarray) -> dict[str, float]:
         for key, value in metric(labels, list(gt)).items():
             row[f"{prefix}/{key}"] = float(value)
     return row
+
+
+def fitted_path(run: Path, item_id: str) -> Path | None:
+    """A run's labels of one image as fitted: ``fitted/`` where its segments step changed them,
+    else ``predictions/`` (None: the run has no labels for it)."""
+    for kind in ("fitted", "labels"):
+        path = RUN.path(run, kind, item_id)
+        if path.is_file():
+            return path
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,10 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows: list[dict[str, object]] = []
     for item_id in dataset.ids:
-        path = RUN.path(args.run, "fitted", item_id)
-        if not path.is_file():
-            path = RUN.path(args.run, "labels", item_id)
-        if not path.is_file():
+        path = fitted_path(args.run, item_id)
+        if path is None:
             continue
         fitted = np.asarray(Image.open(path)).astype(np.int64)
         sample = dataset.load(item_id)
@@ -128,11 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no label maps under {args.run}", file=sys.stderr)  # noqa: T201
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.with_suffix(".csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     table = []
     for setting in grid:
         keys = ("vote", "cut", "connected", "space", "linkage", "colour", "ward", "min_size")
@@ -163,11 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         markdown(
             ["vote", "cut", "connected", "colour merge", "Ward merge", "min size"], HEADER, table
         ),
-        "    " + shlex.join(["python", "experiments/segments_study.py", *args.argv]),
-        "",
     ]
-    args.out.with_suffix(".md").write_text("\n".join(text))
-    print(f"wrote {args.out.with_suffix('.md')}")  # noqa: T201
+    write_study(args, Path(__file__).name, rows, text)
     return 0
 
 

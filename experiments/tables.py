@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -129,3 +130,19 @@ def parse_keeping_argv(
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
+
+
+def write_study(
+    args: argparse.Namespace, script: str, rows: list[dict[str, object]], text: list[str]
+) -> None:
+    """A study's per-image rows to ``<out>.csv``, and its report (lines, then the command that
+    regenerates it) to ``<out>.md``."""
+    out: Path = args.out
+    text = [*text, "    " + shlex.join(["python", f"experiments/{script}", *args.argv]), ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out.with_suffix(".md").write_text("\n".join(text))
+    print(f"wrote {out.with_suffix('.md')}")  # noqa: T201 - the user's pointer to the result

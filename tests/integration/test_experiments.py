@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from skimage.segmentation import felzenszwalb
 
-from dynaseg.data import sample_root
+from dynaseg.data import BSDS500, sample_root
+from dynaseg.outputs import RUN, label_image, save_png
 
 ROOT = Path(__file__).parents[2]
 sys.path.insert(0, str(ROOT / "experiments"))
 
+from seeds_study import majority_partition, medoid  # noqa: E402
 from tables import pool  # noqa: E402
 
 
@@ -273,3 +276,55 @@ def test_a_default_run_keeps_its_fits_and_the_study_redoes_its_step(tmp_path):
     for row in stepped:
         for key in ("bsd500/all", "bsd500/segments_per_image", "bsd500_regions/voi"):
             assert float(row[key]) == pytest.approx(float(harness[row["id"]][key]))
+
+
+def test_majority_boundaries_keep_the_boundaries_most_fits_draw():
+    left = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]])
+    extra = left.copy()
+    extra[:, 3] = 2  # one fit draws one boundary more
+    shifted = np.array([[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 1, 1]])  # and one another, once
+    assert majority_partition([left, extra, shifted]).tolist() == left.tolist()
+    apart = np.arange(12).reshape(3, 4)
+    assert np.unique(majority_partition([apart, apart, left])).size == 12
+    assert np.unique(majority_partition([left, left + 5, left * 7])).size == 2  # ids don't matter
+    # a boundary kept by two maps of four is dropped: a tie joins
+    assert np.unique(majority_partition([left, left, left * 0, left * 0])).size == 1
+
+
+def test_the_medoid_is_the_fit_nearest_the_others():
+    halves = np.repeat([[0, 0, 1, 1]], 4, axis=0)
+    close = halves.copy()
+    close[0, 1] = 1
+    speckled = np.arange(16).reshape(4, 4)
+    assert medoid([speckled, close, halves, halves]) == 2
+    assert medoid([speckled, speckled, halves]) == 0  # the majority wins, even a poor one
+
+
+@pytest.mark.slow
+def test_the_seeds_study_picks_the_fit_the_others_agree_with(tmp_path):
+    """Three "seeds" of one image: two near-identical maps and one shredded; the medoid row
+    must be one of the two, and each seed's row scores that seed's map through the step."""
+    dataset = BSDS500(sample_root(), "val", limit=1)
+    item_id = dataset.ids[0]
+    image = np.asarray(Image.open(dataset.image_dir / f"{item_id}.jpg"))
+    good = felzenszwalb(image, scale=300, sigma=0.5, min_size=400)
+    near = good.copy()
+    near[:5] = good.max() + 1
+    shredded = np.arange(good.size).reshape(good.shape) % 251
+    runs = []
+    for name, labels in (("shredded", shredded), ("good", good), ("near", near)):
+        run = tmp_path / name
+        save_png(RUN.path(run, "labels", item_id), label_image(labels))
+        runs.append(run)
+    out = tmp_path / "seeds"
+    study = ["--root", sample_root(), "--split", "val", "--limit", "1", "--runs", *runs]
+    script("seeds_study.py", *study, "--out", out)
+    found = {row["rule"]: row for row in rows(out.with_suffix(".csv"))}
+    assert found["medoid"]["medoid"] in ("good", "near")
+    medoid_row = found[f"seed of {found['medoid']['medoid']}"]
+    for key in ("bsd500/all", "bsd500_regions/voi"):
+        assert float(found["medoid"][key]) == float(medoid_row[key])
+    assert float(found["seed of shredded"]["bsd500/segments_per_image"]) > float(
+        found["seed of good"]["bsd500/segments_per_image"]
+    )
+    assert "| majority boundaries |" in out.with_suffix(".md").read_text()

@@ -1,7 +1,7 @@
 """Several seeds in consensus (#13): does a consensus of fits with other seeds beat one fit?
 
     python experiments/seeds_study.py --root ../shared/data/BSDS500/data --split train \
-        --limit 7 --runs R0 R1 R2 --out experiments/results/seeds_train7
+        --limit 7 --runs R0 R1 R2 --out experiments/results/seeds_consensus_train7
 
 Each ``--runs`` folder holds the default's fits of the same images with one seed (the RUN
 layout, e.g. from ``fit_study.py --mode none --seed S``). Every image's fits go through the

@@ -275,17 +275,16 @@ class Pipeline:
     def save(self, sample: dict[str, Any], seed: int, result: SegmentationResult) -> None:
         """Write an image's files and record (scored as saved, so a read-back scores alike)."""
         image = as_rgb(sample["image"])
-        fitted = result.labels
-        if self.segments is not None and "scribble" not in sample:
-            fitted = self.segments(fitted, image)
-        labels = resize_labels(fitted, tuple(sample["size"]))
+        stepped = self.segments is not None and "scribble" not in sample
+        segments = self.segments(result.labels, image) if stepped else result.labels
+        labels = resize_labels(segments, tuple(sample["size"]))
         record: dict[str, Any] = {
             "id": sample["id"],
             "input": str(sample["path"]),
             "size": list(sample["size"]),
             "processed_size": list(image.shape[:2]),
             **result.summary(),
-            "n_segments": int(np.unique(fitted).size),
+            "n_segments": int(np.unique(segments).size),
             "image_seed": seed,
             **self.score(labels, sample["gt"]),
             "settings": self.settings,
@@ -299,7 +298,6 @@ class Pipeline:
             self.n_detailed += 1
             record["history"] = result.history
         gt = sample["gt"].numpy()
-        as_fitted = None if fitted is result.labels else result.labels
         write_image(
             self.out,
             self.layout,
@@ -310,7 +308,7 @@ class Pipeline:
             gt,
             detailed,
             scribble,
-            as_fitted,
+            result.labels if stepped else None,
         )
         self.records.append(record)
         log.info(

@@ -12,7 +12,9 @@ covering, PRI and VoI, fit time, the paper's numbers beside them, the settings a
 and copies each method's ``per_image.csv`` beside it. When the DynaSeg rows cover fewer images
 than the baselines (``--dynaseg-limit``), a second table re-pools every method over the images
 they all ran on, so rows are compared on the same images. Text written below the generated part
-of the results file (the analysis) is kept when the table is regenerated.
+of the results file (the analysis) is kept when the table is regenerated. ``--report-only``
+writes the table again without running anything, taking a method whose run folder is gone (run
+folders are git-ignored) from the per-image CSV committed in ``--out``.
 
 ``--jobs N`` runs N methods at once, each with ``cores / N`` torch threads (on a small CPU two
 single-thread fits use the cores better than one two-thread fit).
@@ -137,9 +139,21 @@ def settings_of(args: argparse.Namespace, method: str) -> str:
     return f"{size}, T = {args.max_iter}"
 
 
+def per_image_csv(args: argparse.Namespace, method: str, folder: Path) -> Path:
+    """A method's per-image scores: its run's, or with ``--report-only`` the copy in ``--out``.
+
+    Run folders live in the git-ignored ``outputs/`` and are lost with the machine; the copies
+    beside the results file are committed, so a table can be written again from them when only
+    some of its rows were run on this machine.
+    """
+    own = folder / "per_image.csv"
+    kept = args.out / f"table1_bsd500_{args.split}_{method}_per_image.csv"
+    return kept if args.report_only and not own.is_file() else own
+
+
 def report(args: argparse.Namespace, folders: dict[str, Path]) -> str:
     """The generated part of the results file."""
-    per_method = {m: read_rows(f / "per_image.csv") for m, f in folders.items()}
+    per_method = {m: read_rows(per_image_csv(args, m, f)) for m, f in folders.items()}
     head = ["method", "images", "settings"]
     tail = [*HEADER, "fit time"]
     lines = [
@@ -189,8 +203,10 @@ def write_results(args: argparse.Namespace, folders: dict[str, Path]) -> Path:
     """Write the results file (keeping the analysis below the marker) and the per-image CSVs."""
     args.out.mkdir(parents=True, exist_ok=True)
     for method, folder in folders.items():
+        source = per_image_csv(args, method, folder)
         target = args.out / f"table1_bsd500_{args.split}_{method}_per_image.csv"
-        shutil.copyfile(folder / "per_image.csv", target)
+        if source != target:
+            shutil.copyfile(source, target)
     path = args.out / f"table1_bsd500_{args.split}.md"
     kept = ""
     if path.is_file() and END in path.read_text():
@@ -220,7 +236,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--runs", type=Path, default=ROOT / "outputs" / "table1")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--report-only", action="store_true", help="collect finished runs only")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="collect finished runs only; a method without its run folder is read from the "
+        "per-image CSV already in --out",
+    )
     return parse_keeping_argv(parser, argv)
 
 
@@ -237,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(codes):
             print("some runs failed; see the .log beside each run folder", file=sys.stderr)  # noqa: T201
             return 1
-    missing = [m for m, f in folders.items() if not (f / "per_image.csv").is_file()]
+    missing = [m for m, f in folders.items() if not per_image_csv(args, m, f).is_file()]
     if missing:
         print(f"no finished run for: {', '.join(missing)}", file=sys.stderr)  # noqa: T201
         return 1

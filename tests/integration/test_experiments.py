@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,11 @@ def test_table1_and_the_iterations_study_agree_with_the_harness(tmp_path):
     script(*table1)
     assert results.read_text().endswith("\nOur analysis.\n")
     assert [p.stat().st_mtime_ns for p in sorted(predictions.iterdir())] == stamp  # read back
+
+    shutil.rmtree(runs / "val_felzenszwalb_native")  # a row whose run folder is lost
+    script(*table1, "--report-only")
+    assert results.read_text() == text + "\nOur analysis.\n"  # its committed CSV stands in
+    assert not (runs / "val_felzenszwalb_native").exists()
 
     study = tmp_path / "study"
     script(

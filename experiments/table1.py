@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +42,7 @@ from tables import (
     read_rows,
 )
 
-from dynaseg.outputs import RUN
+from dynaseg.outputs import RUN, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -206,12 +205,14 @@ def write_results(args: argparse.Namespace, folders: dict[str, Path]) -> Path:
         source = per_image_csv(args, method, folder)
         target = args.out / f"table1_bsd500_{args.split}_{method}_per_image.csv"
         if source != target:
-            shutil.copyfile(source, target)
+            copy = source.read_bytes()
+            atomic_write(target, lambda handle, data=copy: handle.write(data))
     path = args.out / f"table1_bsd500_{args.split}.md"
     kept = ""
     if path.is_file() and END in path.read_text():
         kept = path.read_text().split(END, 1)[1]
-    path.write_text(report(args, folders) + "\n" + END + kept)
+    text = (report(args, folders) + "\n" + END + kept).encode()
+    atomic_write(path, lambda handle: handle.write(text))
     return path
 
 

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from dynaseg.outputs import atomic_write, write_csv
+
 VARIANTS = ("all", "fine", "coarse")
 REGIONS = ("covering", "pri", "voi")
 HEADER = (
@@ -139,10 +141,7 @@ def write_study(
     regenerates it) to ``<out>.md``."""
     out: Path = args.out
     text = [*text, "    " + shlex.join(["python", f"experiments/{script}", *args.argv]), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.with_suffix(".csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    out.with_suffix(".md").write_text("\n".join(text))
+    write_csv(out.with_suffix(".csv"), rows, list(rows[0]))
+    report = "\n".join(text).encode()
+    atomic_write(out.with_suffix(".md"), lambda handle: handle.write(report))
     print(f"wrote {out.with_suffix('.md')}")  # noqa: T201 - the user's pointer to the result
